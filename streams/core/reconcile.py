@@ -1,0 +1,1003 @@
+"""The event-time reconciler: authorisations and settlement credits in, findings out.
+
+Theory of operation
+===================
+
+Rule 1: everything that decides a finding lives in this file. It does no I/O and reads no clock;
+the shells (faust worker, replay, tests) feed it events and, when inputs are silent, a clock.
+
+Items. What a credit pays is an *item*: one sale (cycle mode ``per_sale``) or one terminal
+batch (mode ``batch``, key ``batch_id`` or, when absent, merchant + acquirer + trade date). The
+policy's first matching cycle picks the mode, the deadline and the grace for a sale. An item
+expects the net of its sales: amount minus fee, after reversals, minus refunds; a declined or
+fully reversed sale expects nothing.
+
+One timeline. Every event is released into the state in event-time order, and every timer
+(an item's close at deadline + grace, an unmatched credit's orphan time, a retired item's
+expiry) fires in that same order, only once the clock has *passed* it. The clock is the lower
+of the two inputs' watermarks (largest event time seen minus ``lateness``), or a later floor
+given by :meth:`Reconciler.advance_to` (live: the wall clock when inputs are silent; replay: the
+end of the range). Events wait in a buffer until the clock reaches them, so any arrival order
+within the allowed out-of-orderness releases the same events in the same order and gives the
+same findings. At equal times, sales come before reversals, refunds and credits, and events come
+before timers (a credit booked exactly at deadline + grace is on time).
+
+Late data. An event older than the clock (an offline terminal uploading hours late, a credit
+read late) is applied at once to its item, counted as late data, never dropped. A credit whose
+own event time is on time but which is read after its item closed resolves the missing finding
+the close raised and is not late.
+
+Judging. An item's amounts are judged when it closes, so a refund or a sale read within the
+lateness still counts. Among the credits for an item the earliest (event time, then credit_id)
+pays; each other one is a duplicate finding. A credit arriving after the close is judged on
+release. A credit is matched by its ``auth_ids``, else its ``batch_id``, else by amount among the
+merchant's unpaid items; one that matches nothing by ``orphan_after`` after its own time is an
+orphan.
+
+Redelivery. The same sale (auth_id), reversal or refund (event_id) or credit (credit_id) seen
+again while its item is retained is a redelivery: counted, never a finding. Closed items are
+retained ``keep_settled`` after their last activity and then dropped, so memory is bounded by
+open state plus that window.
+
+State is plain data per merchant (:meth:`Reconciler.snapshot_merchant` /
+:meth:`Reconciler.restore_merchant`), plus the partition's watermarks (:meth:`snapshot_clock`),
+so the live worker can write each changed merchant once per batch to a changelogged table.
+"""
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from .events import (
+    AUTHORISATION,
+    DECLINED,
+    REFUND,
+    REVERSAL,
+    Credit,
+    Finding,
+    FindingKind,
+    PosEvent,
+    Status,
+    anomaly_id,
+)
+from .policy import Cycle, Policy
+
+NEVER = -(1 << 62)  # the clock before both inputs have been seen
+FOREVER = 1 << 62
+
+# Sources, as counted for late data and redeliveries.
+AUTHORISATIONS = "authorisations"
+SETTLEMENTS = "settlements"
+
+# ---------------------------------------------------------------------------------------------
+# The lifecycle of an item, as a table (h11 style): (state, trigger) -> next state.
+OPEN = "open"  # accepting sales, refunds and credits; deadline + grace not yet passed
+SETTLED = "settled"  # closed with a paying credit
+MISSING = "missing"  # closed without a credit: a missing finding is open
+VOID = "void"  # closed expecting nothing (declined or fully reversed): no credit is due
+
+CLOSE_PAID = "close with a credit"
+CLOSE_UNPAID = "close without a credit"
+CLOSE_NOTHING_DUE = "close expecting nothing"
+CREDIT = "credit after close"
+
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (OPEN, CLOSE_PAID): SETTLED,
+    (OPEN, CLOSE_UNPAID): MISSING,
+    (OPEN, CLOSE_NOTHING_DUE): VOID,
+    (MISSING, CREDIT): SETTLED,  # resolves the missing finding; late if booked after the close
+    (SETTLED, CREDIT): SETTLED,  # a second credit: duplicate
+    (VOID, CREDIT): VOID,  # a credit for nothing due: overpaid
+}
+
+# Order of release at equal event time.
+_RANK = {AUTHORISATION: 0, REVERSAL: 1, REFUND: 2}
+_CREDIT_RANK = 3
+# Timer kinds, in the order they fire at equal time.
+_CLOSE, _ORPHAN, _EXPIRE = 0, 1, 2
+
+# Fee rates commonly charged in the market, beside the configured ones, for guessing a
+# fee_rate_mismatch cause (basis points).
+COMMON_FEE_BPS = (38, 50, 55, 60, 78, 100, 125)
+
+
+class Observer(Protocol):
+    """What the reconciler reports besides findings; the metrics edge implements it."""
+
+    def on_settled(self, acquirer: str, currency: str, delay_ms: int, amount_minor: int) -> None: ...
+    def on_item_closed(self, acquirer: str, matched: bool) -> None: ...
+    def on_late_data(self, source: str) -> None: ...
+    def on_redelivery(self, source: str) -> None: ...
+
+
+class Stats:
+    """Plain counters, read by tests, replay summaries and the metrics edge."""
+
+    __slots__ = ("events", "released", "late_data", "redeliveries", "findings")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.released = 0
+        self.late_data = 0
+        self.redeliveries = 0
+        self.findings = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+# ---------------------------------------------------------------------------------------------
+# State: plain, slotted, serialisable records.
+
+
+class Sale:
+    __slots__ = ("auth_id", "event_id", "terminal_id", "channel", "amount_minor", "approved",
+                 "event_time_ms", "reversed_minor", "refunded_minor", "pan_masked", "adjustments")
+
+    def __init__(self, e: PosEvent) -> None:
+        self.auth_id = e.auth_id
+        self.event_id = e.event_id
+        self.terminal_id = e.terminal_id
+        self.channel = e.channel
+        self.amount_minor = e.amount_minor
+        self.approved = e.status != DECLINED
+        self.event_time_ms = e.event_time_ms
+        self.reversed_minor = 0
+        self.refunded_minor = 0
+        self.pan_masked = e.pan_masked
+        # (type, event_id, amount, ms, post_payment)
+        self.adjustments: list[tuple] | None = None
+
+    def captured_minor(self) -> int:
+        """What the sale is worth after reversals: nothing if declined or fully reversed."""
+        if not self.approved:
+            return 0
+        return max(self.amount_minor - self.reversed_minor, 0)
+
+
+class Item:
+    __slots__ = ("key", "subject", "merchant_id", "acquirer", "currency", "cycle", "is_batch",
+                 "trade_day", "deadline_ms", "close_ms", "sales", "credits", "state", "payer",
+                 "expire_ms", "last_sale_ms")
+
+    def __init__(self, key: str, subject: str, e: PosEvent, cycle: Cycle, is_batch: bool) -> None:
+        self.key = key
+        self.subject = subject
+        self.merchant_id = e.merchant_id
+        self.acquirer = e.acquirer
+        self.currency = e.currency
+        self.cycle = cycle
+        self.is_batch = is_batch
+        self.trade_day = 0
+        self.deadline_ms = 0
+        self.close_ms = 0
+        self.sales: list[Sale] = []
+        self.credits: list[str] = []  # credit_ids attached, in arrival order
+        self.state = OPEN
+        self.payer: str | None = None
+        self.expire_ms = FOREVER
+        self.last_sale_ms = e.event_time_ms
+
+
+class CreditRec:
+    __slots__ = ("credit", "items", "waiting", "judged", "orphan_ms", "expire_ms", "matched")
+
+    def __init__(self, credit: Credit, orphan_ms: int) -> None:
+        self.credit = credit
+        self.items: list[str] = []  # item keys this credit pays
+        self.waiting: list[str] = []  # refs (auth ids or batch keys) not known yet
+        self.judged = False
+        self.orphan_ms = orphan_ms
+        self.expire_ms = FOREVER
+        self.matched = False  # attached to at least one item
+
+
+class Merchant:
+    __slots__ = ("merchant_id", "items", "batch_of", "credits", "waiting_refs", "amount_only",
+                 "deductions", "buffered")
+
+    def __init__(self, merchant_id: str) -> None:
+        self.merchant_id = merchant_id
+        self.items: dict[str, Item] = {}  # per-sale items by auth_id, batches by _batch_key()
+        self.batch_of: dict[str, str] = {}  # auth_id -> batch item key (batch mode only)
+        self.credits: dict[str, CreditRec] = {}
+        self.waiting_refs: dict[str, list[str]] = {}  # ref -> credit_ids waiting for it
+        self.amount_only: list[str] = []  # credit_ids with no reference, waiting for a match
+        # refunds and reversals of sales already paid: the acquirer nets them into a later credit
+        self.deductions: list[tuple] = []  # (type, auth_id, amount, ms, event_id)
+        self.buffered: dict[int, PosEvent | Credit] = {}  # seq -> event not yet released
+
+    def is_empty(self) -> bool:
+        return not (self.items or self.credits or self.buffered or self.deductions)
+
+
+_DEDUCTIONS = "\x1fdeductions"  # the timer key that prunes a merchant's deductions
+_CREDIT_TIMER = "\x1fcredit:"  # + credit_id: the timer key that drops a retained credit
+
+
+def _batch_key(batch_id: str) -> str:
+    return "\x1fbatch:" + batch_id
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Reconciler:
+    """Reconciles one partition's merchants. Feed it with :meth:`on_event` and :meth:`advance_to`.
+
+    Both return the findings that became known, in the order they became known.
+    """
+
+    def __init__(self, policy: Policy, observer: Observer | None = None) -> None:
+        self.policy = policy
+        self.observer = observer
+        self.stats = Stats()
+        self.merchants: dict[str, Merchant] = {}
+        self.max_auth_ms = NEVER
+        self.max_credit_ms = NEVER
+        self.floor_ms = NEVER
+        self.clock_ms = NEVER
+        self._lateness = policy.lateness_ms
+        self._buffer: list[tuple] = []  # (event_time_ms, rank, id, seq, merchant_id)
+        self._timers: list[tuple] = []  # (time_ms, timer kind, merchant_id, key)
+        self._seq = 0
+        self._out: list[Finding] = []
+        self._dirty: set[str] = set()
+        self._fee_bps = tuple(sorted(set(policy.all_fee_bps()) | set(COMMON_FEE_BPS)))
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def on_event(self, event: PosEvent | Credit) -> list[Finding]:
+        """Take one validated event; return the findings it (or the clock it moved) made known."""
+        self.stats.events += 1
+        t = event.event_time_ms
+        is_credit = type(event) is Credit
+        if is_credit:
+            if t > self.max_credit_ms:
+                self.max_credit_ms = t
+        elif t > self.max_auth_ms:
+            self.max_auth_ms = t
+        mid = event.merchant_id
+        self._dirty.add(mid)
+        if t < self.clock_ms:
+            # Late data: the timeline has moved past it. Apply it now rather than drop it.
+            self.stats.late_data += 1
+            if self.observer is not None:
+                self.observer.on_late_data(SETTLEMENTS if is_credit else AUTHORISATIONS)
+            self._release(event, self._merchant(mid))
+            self._run()
+        else:
+            self._seq += 1
+            seq = self._seq
+            if is_credit:
+                heapq.heappush(self._buffer, (t, _CREDIT_RANK, event.credit_id, seq, mid))
+            else:
+                heapq.heappush(self._buffer, (t, _RANK.get(event.type, 0), event.event_id, seq, mid))
+            self._merchant(mid).buffered[seq] = event
+            self._move_clock()
+        return self._take()
+
+    def advance_to(self, clock_ms: int) -> list[Finding]:
+        """Move the clock to at least ``clock_ms`` (a silent-input tick, or the end of a replay)."""
+        if clock_ms > self.floor_ms:
+            self.floor_ms = clock_ms
+        self._move_clock()
+        return self._take()
+
+    def watermarks(self) -> dict[str, int | None]:
+        def wm(m: int) -> int | None:
+            return None if m == NEVER else m - self._lateness
+        return {AUTHORISATIONS: wm(self.max_auth_ms), SETTLEMENTS: wm(self.max_credit_ms)}
+
+    def take_dirty(self) -> set[str]:
+        """Merchants whose state changed since the last call (the worker writes each once)."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    # -- the timeline ----------------------------------------------------------------------------
+
+    def _move_clock(self) -> None:
+        inputs = min(self.max_auth_ms, self.max_credit_ms)
+        clock = inputs - self._lateness if inputs != NEVER else NEVER
+        if self.floor_ms > clock:
+            clock = self.floor_ms
+        if clock > self.clock_ms:
+            self.clock_ms = clock
+            self._run()
+
+    def _run(self) -> None:
+        """Release buffered events and fire timers, in time order, up to the clock."""
+        clock = self.clock_ms
+        buffer, timers = self._buffer, self._timers
+        pop = heapq.heappop
+        merchants = self.merchants
+        while True:
+            next_event = buffer[0][0] if buffer else FOREVER
+            next_timer = timers[0][0] if timers else FOREVER
+            if next_event <= next_timer:
+                if next_event > clock:
+                    return
+                _, _, _, seq, mid = pop(buffer)
+                m = merchants[mid]
+                self._release(m.buffered.pop(seq), m)
+            else:
+                if next_timer >= clock:  # timers fire once the clock has passed them
+                    return
+                self._fire(pop(timers))
+
+    def _timer(self, at_ms: int, kind: int, mid: str, key: str) -> None:
+        # Ties break on merchant and key, never on insertion order, so that a reconciler
+        # restored from snapshots fires its timers in the same order as one that never stopped.
+        heapq.heappush(self._timers, (at_ms, kind, mid, key))
+
+    def _fire(self, timer: tuple) -> None:
+        at_ms, kind, mid, key = timer
+        m = self.merchants.get(mid)
+        if m is None:
+            return
+        self._dirty.add(mid)
+        if kind == _CLOSE:
+            item = m.items.get(key)
+            # Timers are never cancelled; a stale one (the close moved later) is skipped.
+            if item is not None and item.state == OPEN and item.close_ms == at_ms:
+                self._close(item, m)
+        elif kind == _ORPHAN:
+            rec = m.credits.get(key)
+            if rec is not None and rec.orphan_ms == at_ms and not rec.judged:
+                self._orphan_due(rec, m)
+        else:
+            self._expire(key, at_ms, m)
+
+    def _merchant(self, mid: str) -> Merchant:
+        m = self.merchants.get(mid)
+        if m is None:
+            m = self.merchants[mid] = Merchant(mid)
+        return m
+
+    def _take(self) -> list[Finding]:
+        out = self._out
+        if not out:
+            return []  # never hand out the internal list
+        self._out = []
+        self.stats.findings += len(out)
+        return out
+
+    # -- applying events -------------------------------------------------------------------------
+
+    def _release(self, event: PosEvent | Credit, m: Merchant) -> None:
+        self.stats.released += 1
+        if type(event) is Credit:
+            self._on_credit(event, m)
+        elif event.type == AUTHORISATION:
+            self._on_sale(event, m)
+        else:
+            self._on_adjustment(event, m)
+
+    def _redelivered(self, source: str) -> None:
+        self.stats.redeliveries += 1
+        if self.observer is not None:
+            self.observer.on_redelivery(source)
+
+    def _on_sale(self, e: PosEvent, m: Merchant) -> None:
+        auth_id = e.auth_id
+        if auth_id in m.items or auth_id in m.batch_of:
+            self._redelivered(AUTHORISATIONS)
+            return
+        policy = self.policy
+        cycle = policy.cycle_for(e.acquirer, e.merchant_id)
+        sale = Sale(e)
+        if cycle.mode == "batch":
+            trade_day = policy.trade_day(e.event_time_ms, cycle)
+            if e.batch_id is not None:
+                subject = e.batch_id
+            else:
+                subject = f"{e.merchant_id}:{e.acquirer}:{_iso_day(trade_day)}"
+            key = _batch_key(subject)
+            item = m.items.get(key)
+            if item is None:
+                item = m.items[key] = Item(key, subject, e, cycle, True)
+            m.batch_of[auth_id] = key
+            item.sales.append(sale)
+            if e.event_time_ms > item.last_sale_ms:
+                item.last_sale_ms = e.event_time_ms
+            if item.state == OPEN and trade_day > item.trade_day:
+                # A batch is due by its latest sale's trade date: the close can only move later.
+                item.trade_day = trade_day
+                item.deadline_ms = policy.batch_deadline_ms(trade_day, cycle)
+                item.close_ms = item.deadline_ms + cycle.grace_ms
+                self._timer(item.close_ms, _CLOSE, m.merchant_id, key)
+        else:
+            key = auth_id
+            item = m.items[key] = Item(key, auth_id, e, cycle, False)
+            item.sales.append(sale)
+            item.deadline_ms = policy.deadline_ms(e.event_time_ms, cycle)
+            item.close_ms = item.deadline_ms + cycle.grace_ms
+            self._timer(item.close_ms, _CLOSE, m.merchant_id, key)
+        if m.waiting_refs:
+            for ref in (auth_id, key):
+                waiting = m.waiting_refs.pop(ref, None)
+                if waiting:
+                    for credit_id in waiting:
+                        rec = m.credits.get(credit_id)
+                        if rec is not None:
+                            rec.waiting.remove(ref)
+                            self._attach(rec, item, m)
+
+    def _on_adjustment(self, e: PosEvent, m: Merchant) -> None:
+        item = self._item_of(e.auth_id, m)
+        sale = None
+        if item is not None:
+            for s in item.sales:
+                if s.auth_id == e.auth_id:
+                    sale = s
+                    break
+        if sale is None:
+            # A refund of a sale we never saw (or no longer keep): the acquirer will net it
+            # into some credit; remember it as a deduction that can explain a short payment.
+            self._note_deduction(m, e)
+            return
+        adjustments = sale.adjustments
+        if adjustments is None:
+            adjustments = sale.adjustments = []
+        elif any(a[1] == e.event_id for a in adjustments):
+            self._redelivered(AUTHORISATIONS)
+            return
+        # After a credit has paid the sale, the adjustment cannot be in that credit: the
+        # acquirer nets it into a later one.
+        post_payment = bool(item.credits) and item.state != VOID
+        adjustments.append((e.type, e.event_id, e.amount_minor, e.event_time_ms, post_payment))
+        if post_payment:
+            self._note_deduction(m, e)
+        elif e.type == REVERSAL:
+            sale.reversed_minor += e.amount_minor
+        else:
+            sale.refunded_minor += e.amount_minor
+
+    def _note_deduction(self, m: Merchant, e: PosEvent) -> None:
+        if any(d[4] == e.event_id for d in m.deductions):
+            self._redelivered(AUTHORISATIONS)
+            return
+        m.deductions.append((e.type, e.auth_id, e.amount_minor, e.event_time_ms, e.event_id))
+        self._timer(e.event_time_ms + self.policy.keep_settled_ms, _EXPIRE, m.merchant_id,
+                    _DEDUCTIONS)
+
+    def _item_of(self, auth_id: str, m: Merchant) -> Item | None:
+        item = m.items.get(auth_id)
+        if item is None:
+            key = m.batch_of.get(auth_id)
+            if key is not None:
+                item = m.items.get(key)
+        return item
+
+    def _on_credit(self, c: Credit, m: Merchant) -> None:
+        if c.credit_id in m.credits or self._seen_credit(c, m):
+            self._redelivered(SETTLEMENTS)
+            return
+        rec = CreditRec(c, c.event_time_ms + self.policy.orphan_after_ms)
+        m.credits[c.credit_id] = rec
+        refs: list[str] = []
+        if c.auth_ids:
+            refs = list(dict.fromkeys(c.auth_ids))
+        elif c.batch_id is not None:
+            refs = [_batch_key(c.batch_id)]
+        if refs:
+            for ref in refs:
+                item = m.items.get(ref) if ref.startswith("\x1f") else self._item_of(ref, m)
+                if item is None:
+                    rec.waiting.append(ref)
+                    m.waiting_refs.setdefault(ref, []).append(c.credit_id)
+                elif item.key not in rec.items:
+                    self._attach(rec, item, m)
+        else:
+            item = self._match_amount(c, m)
+            if item is not None:
+                self._attach(rec, item, m)
+            else:
+                m.amount_only.append(c.credit_id)
+        if not rec.matched or rec.waiting:
+            self._timer(rec.orphan_ms, _ORPHAN, m.merchant_id, c.credit_id)
+        self._maybe_judge(rec, m)
+
+    def _seen_credit(self, c: Credit, m: Merchant) -> bool:
+        refs = c.auth_ids or ((_batch_key(c.batch_id),) if c.batch_id is not None else ())
+        for ref in refs:
+            item = m.items.get(ref) if ref.startswith("\x1f") else self._item_of(ref, m)
+            if item is not None and c.credit_id in item.credits:
+                return True
+        return False
+
+    def _attach(self, rec: CreditRec, item: Item, m: Merchant) -> None:
+        rec.matched = True
+        rec.items.append(item.key)
+        item.credits.append(rec.credit.credit_id)
+        if item.state != OPEN:
+            self._judge_after_close(rec, item, m)
+
+    def _match_amount(self, c: Credit, m: Merchant) -> Item | None:
+        """An unreferenced credit pays the unpaid item whose expected net it matches."""
+        best = None
+        for item in m.items.values():
+            if item.payer is not None or item.credits or item.state not in (OPEN, MISSING):
+                continue
+            if item.acquirer != c.acquirer or item.currency != c.currency:
+                continue
+            expected = self._expected(item)
+            if expected and abs(c.amount_minor - expected) <= self._tolerance(item, expected):
+                if best is None or (item.close_ms, item.key) < (best.close_ms, best.key):
+                    best = item
+        return best
+
+    # -- closing and judging ---------------------------------------------------------------------
+
+    def _close(self, item: Item, m: Merchant) -> None:
+        expected = self._expected(item)
+        if not item.credits and m.amount_only and expected:
+            for credit_id in list(m.amount_only):
+                rec = m.credits.get(credit_id)
+                if rec is None or rec.matched:
+                    continue
+                c = rec.credit
+                if (c.acquirer == item.acquirer and c.currency == item.currency
+                        and abs(c.amount_minor - expected) <= self._tolerance(item, expected)):
+                    m.amount_only.remove(credit_id)
+                    rec.matched = True
+                    rec.items.append(item.key)
+                    item.credits.append(credit_id)
+                    break
+        if item.credits:
+            trigger = CLOSE_PAID
+        elif expected == 0:
+            trigger = CLOSE_NOTHING_DUE
+        else:
+            trigger = CLOSE_UNPAID
+        item.state = TRANSITIONS[(OPEN, trigger)]
+        self._retain(item, m, item.close_ms)
+        if self.observer is not None and trigger != CLOSE_NOTHING_DUE:
+            self.observer.on_item_closed(item.acquirer, trigger == CLOSE_PAID)
+        if trigger == CLOSE_UNPAID:
+            self._emit(FindingKind.MISSING, Status.OPEN, item, (), expected, 0,
+                       event_time_ms=item.close_ms)
+            return
+        if trigger == CLOSE_NOTHING_DUE:
+            return
+        # Paid before the close: the earliest credit pays, every later one is a duplicate.
+        recs = sorted((m.credits[cid] for cid in item.credits if cid in m.credits),
+                      key=lambda r: (r.credit.event_time_ms, r.credit.credit_id))
+        payer = recs[0]
+        item.payer = payer.credit.credit_id
+        for dup in recs[1:]:
+            self._duplicate(item, payer, dup, m, item.close_ms)
+            dup.judged = True
+        self._settled(item, payer)
+        self._maybe_judge(payer, m)
+
+    def _judge_after_close(self, rec: CreditRec, item: Item, m: Merchant) -> None:
+        c = rec.credit
+        when = max(c.event_time_ms, item.close_ms)
+        state = item.state
+        item.state = TRANSITIONS[(state, CREDIT)]
+        self._retain(item, m, when)
+        if state == VOID:
+            expected = 0
+            cause = "declined_sale" if all(not s.approved for s in item.sales) else "reversal_not_netted"
+            self._emit(FindingKind.OVERPAID, Status.OPEN, item, (c.credit_id,), expected,
+                       c.amount_minor, event_time_ms=when, cause=cause, credit_id=c.credit_id)
+            rec.judged = True
+            return
+        if item.payer is not None:
+            # Already paid. (Outside the allowed out-of-orderness an earlier-booked credit can be
+            # read after the one judged to pay; the one judged first keeps paying.)
+            self._duplicate(item, m.credits.get(item.payer), rec, m, when)
+            rec.judged = True
+            return
+        expected = self._expected(item)
+        item.payer = c.credit_id
+        if state == MISSING:
+            self._emit(FindingKind.MISSING, Status.RESOLVED, item, (c.credit_id,), expected,
+                       c.amount_minor, event_time_ms=c.event_time_ms)
+        if c.event_time_ms > item.close_ms:
+            cause = "holiday_delay" if self.policy.holidays_between(
+                item.deadline_ms, c.event_time_ms) else None
+            self._emit(FindingKind.LATE, Status.OPEN, item, (c.credit_id,), expected,
+                       c.amount_minor, event_time_ms=c.event_time_ms, cause=cause,
+                       credit_id=c.credit_id)
+        self._settled(item, rec)
+        self._maybe_judge(rec, m)
+
+    def _settled(self, item: Item, rec: CreditRec) -> None:
+        if self.observer is not None:
+            c = rec.credit
+            self.observer.on_settled(item.acquirer, item.currency,
+                                     c.event_time_ms - item.last_sale_ms, c.amount_minor)
+
+    def _maybe_judge(self, rec: CreditRec, m: Merchant) -> None:
+        """Judge a credit's amount once every item it pays has closed and no ref is pending."""
+        if rec.judged or not rec.matched or rec.waiting:
+            return
+        items = [m.items[k] for k in rec.items if k in m.items]
+        if not items or any(i.state == OPEN for i in items):
+            return
+        paid = [i for i in items if i.payer == rec.credit.credit_id]
+        rec.judged = True
+        self._retain_credit(rec, m, max(rec.credit.event_time_ms, max(i.close_ms for i in items)))
+        if not paid:
+            return
+        self._judge_amount(rec, paid, m)
+
+    def _judge_amount(self, rec: CreditRec, items: list[Item], m: Merchant) -> None:
+        c = rec.credit
+        expected = sum(self._expected(i) for i in items)
+        tolerance = sum(self._tolerance(i, self._expected(i)) for i in items)
+        diff = c.amount_minor - expected
+        if abs(diff) <= tolerance:
+            return
+        when = max(c.event_time_ms, max(i.close_ms for i in items))
+        kind = FindingKind.UNDERPAID if diff < 0 else FindingKind.OVERPAID
+        cause = self._probable_cause(c, items, diff, tolerance, m)
+        subject_item = items[0] if len(items) == 1 else None
+        self._emit(kind, Status.OPEN, subject_item or items[0], (c.credit_id,), expected,
+                   c.amount_minor, event_time_ms=when, cause=cause, credit_id=c.credit_id,
+                   subject=None if subject_item else c.credit_id, items=items)
+
+    def _duplicate(self, item: Item, payer: CreditRec | None, dup: CreditRec, m: Merchant,
+                   when: int) -> None:
+        c = dup.credit
+        credit_ids = ((payer.credit.credit_id,) if payer is not None else ()) + (c.credit_id,)
+        self._emit(FindingKind.DUPLICATE, Status.OPEN, item, credit_ids, self._expected(item),
+                   c.amount_minor, event_time_ms=max(when, c.event_time_ms),
+                   cause="duplicate_credit", credit_id=c.credit_id)
+        self._retain_credit(dup, m, when)
+
+    def _orphan_due(self, rec: CreditRec, m: Merchant) -> None:
+        if rec.matched:
+            # Some refs never appeared: judge with the items that did.
+            for ref in rec.waiting:
+                waiting = m.waiting_refs.get(ref)
+                if waiting and rec.credit.credit_id in waiting:
+                    waiting.remove(rec.credit.credit_id)
+                    if not waiting:
+                        del m.waiting_refs[ref]
+            rec.waiting = []
+            self._maybe_judge(rec, m)
+            return
+        c = rec.credit
+        for ref in rec.waiting:
+            waiting = m.waiting_refs.get(ref)
+            if waiting and c.credit_id in waiting:
+                waiting.remove(c.credit_id)
+                if not waiting:
+                    del m.waiting_refs[ref]
+        rec.waiting = []
+        if c.credit_id in m.amount_only:
+            m.amount_only.remove(c.credit_id)
+        rec.judged = True
+        self._retain_credit(rec, m, rec.orphan_ms)
+        refs = c.auth_ids or ((c.batch_id,) if c.batch_id is not None else ())
+        self._out.append(self._finding(
+            FindingKind.ORPHAN, Status.OPEN, m.merchant_id, c.acquirer, c.credit_id, tuple(refs),
+            (c.credit_id,), 0, c.amount_minor, c.currency, rec.orphan_ms, rec.orphan_ms,
+            None, c.credit_id, {"credits": [_credit_evidence(c)], "sales": []}))
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def _retain(self, item: Item, m: Merchant, last_activity_ms: int) -> None:
+        expire = last_activity_ms + self.policy.keep_settled_ms
+        if item.expire_ms == FOREVER or expire > item.expire_ms:
+            item.expire_ms = expire
+            self._timer(expire, _EXPIRE, m.merchant_id, item.key)
+
+    def _retain_credit(self, rec: CreditRec, m: Merchant, last_activity_ms: int) -> None:
+        expire = last_activity_ms + self.policy.keep_settled_ms
+        if rec.expire_ms == FOREVER or expire > rec.expire_ms:
+            rec.expire_ms = expire
+            self._timer(expire, _EXPIRE, m.merchant_id, _CREDIT_TIMER + rec.credit.credit_id)
+
+    def _expire(self, key: str, at_ms: int, m: Merchant) -> None:
+        if key == _DEDUCTIONS:
+            horizon = at_ms - self.policy.keep_settled_ms
+            m.deductions = [d for d in m.deductions if d[3] > horizon]
+        elif key.startswith(_CREDIT_TIMER):
+            credit_id = key[len(_CREDIT_TIMER):]
+            rec = m.credits.get(credit_id)
+            if rec is not None and rec.expire_ms == at_ms:
+                del m.credits[credit_id]
+        else:
+            item = m.items.get(key)
+            if item is not None and item.expire_ms == at_ms and item.state != OPEN:
+                del m.items[key]
+                if item.is_batch:
+                    for s in item.sales:
+                        m.batch_of.pop(s.auth_id, None)
+        if m.is_empty() and not m.waiting_refs and not m.amount_only:
+            del self.merchants[m.merchant_id]
+
+    # -- amounts ---------------------------------------------------------------------------------
+
+    def _expected(self, item: Item) -> int:
+        fee = self.policy.fee_minor
+        total = 0
+        for s in item.sales:
+            captured = s.captured_minor()
+            if captured:
+                total += captured - fee(s.channel, captured)
+            total -= s.refunded_minor
+        return total
+
+    def _tolerance(self, item: Item, expected: int) -> int:
+        tol = self.policy.tolerance
+        sales = sum(1 for s in item.sales if s.approved)
+        return tol.absolute_minor * max(sales, 1) + abs(expected) * tol.relative_bps // 10_000
+
+    def _probable_cause(self, c: Credit, items: list[Item], diff: int, tolerance: int,
+                        m: Merchant) -> str:
+        """Name the likeliest reason a credit differs from what was expected.
+
+        Each cause is an alternative expectation; the first one the credit matches (within the
+        tolerance) names the cause.
+        """
+        fee = self.policy.fee_minor
+        received = c.amount_minor
+        expected = received - diff
+        sales = [s for i in items for s in i.sales]
+        if c.fee_minor is not None:
+            agreed_fee = sum(fee(s.channel, s.captured_minor()) for s in sales)
+            if abs(c.fee_minor - agreed_fee) > tolerance:
+                return "fee_rate_mismatch"  # the acquirer says it took another fee
+        if diff < 0:
+            for n, d in enumerate(m.deductions):
+                if abs(expected - d[2] - received) <= tolerance:
+                    del m.deductions[n]  # one netted refund explains one short credit
+                    return "refund_netted" if d[0] == REFUND else "reversal_netted"
+        refunded = sum(s.refunded_minor for s in sales)
+        if refunded and abs(expected + refunded - received) <= tolerance:
+            return "refund_not_netted"
+        if refunded and abs(expected - refunded - received) <= tolerance:
+            return "refund_netted"  # netted twice: in the item and again by the acquirer
+        if any(s.reversed_minor for s in sales):
+            unreversed = sum(s.amount_minor - fee(s.channel, s.amount_minor) - s.refunded_minor
+                             for s in sales if s.approved)
+            if abs(unreversed - received) <= tolerance:
+                return "reversal_not_netted"
+        for bps in self._fee_bps:
+            other = 0
+            for s in sales:
+                captured = s.captured_minor()
+                if captured:
+                    other += captured - (captured * bps + 5000) // 10_000
+                other -= s.refunded_minor
+            if other != expected and abs(other - received) <= tolerance:
+                return "fee_rate_mismatch"
+        return "unknown"
+
+    # -- findings --------------------------------------------------------------------------------
+
+    def _emit(self, kind: FindingKind, status: Status, item: Item, credit_ids: tuple[str, ...],
+              expected: int, received: int, *, event_time_ms: int, cause: str | None = None,
+              credit_id: str = "", subject: str | None = None,
+              items: list[Item] | None = None) -> None:
+        items = items or [item]
+        auth_ids = tuple(s.auth_id for i in items for s in i.sales)
+        subj = subject or item.subject
+        evidence = {
+            "sales": [_sale_evidence(s, i, self.policy) for i in items for s in i.sales],
+            "credits": [_credit_evidence(self.merchants[item.merchant_id].credits[cid].credit)
+                        for cid in credit_ids
+                        if cid in self.merchants[item.merchant_id].credits],
+            "cycle": {"acquirer": item.cycle.acquirer, "merchant_id": item.cycle.merchant_id,
+                      "mode": item.cycle.mode, "index": item.cycle.index},
+            "close_ms": item.close_ms,
+        }
+        self._out.append(self._finding(
+            kind, status, item.merchant_id, item.acquirer, subj, auth_ids, credit_ids, expected,
+            received, item.currency, item.deadline_ms, event_time_ms, cause, credit_id, evidence))
+
+    def _finding(self, kind: FindingKind, status: Status, merchant_id: str, acquirer: str,
+                 subject: str, auth_ids: tuple[str, ...], credit_ids: tuple[str, ...],
+                 expected: int, received: int, currency: str, deadline_ms: int | None,
+                 event_time_ms: int, cause: str | None, credit_id: str,
+                 evidence: dict) -> Finding:
+        # A missing finding's id must not change when it is resolved: it has no credit.
+        id_credit = "" if kind == FindingKind.MISSING else credit_id
+        return Finding(
+            anomaly_id=anomaly_id(kind, merchant_id, subject, id_credit),
+            kind=kind, status=status, merchant_id=merchant_id, acquirer=acquirer,
+            subject=subject, auth_ids=auth_ids, credit_ids=credit_ids,
+            expected_minor=expected, received_minor=received,
+            difference_minor=received - expected, currency=currency, deadline_ms=deadline_ms,
+            event_time_ms=event_time_ms, detected_at_ms=self.clock_ms, probable_cause=cause,
+            evidence=evidence)
+
+    # -- views for metrics -----------------------------------------------------------------------
+
+    def open_items(self) -> Iterator[tuple[str, str, int, int, bool]]:
+        """(acquirer, currency, first_sale_ms, expected_minor, is_missing) per unpaid item."""
+        for m in self.merchants.values():
+            for item in m.items.values():
+                if item.state == OPEN and item.payer is None and not item.credits:
+                    yield (item.acquirer, item.currency,
+                           min(s.event_time_ms for s in item.sales), self._expected(item), False)
+                elif item.state == MISSING:
+                    yield (item.acquirer, item.currency,
+                           min(s.event_time_ms for s in item.sales), self._expected(item), True)
+
+    def open_item_count(self) -> int:
+        return sum(1 for m in self.merchants.values() for i in m.items.values() if i.state == OPEN)
+
+    # -- snapshots -------------------------------------------------------------------------------
+
+    def snapshot_clock(self) -> dict[str, int]:
+        return {"max_auth_ms": self.max_auth_ms, "max_credit_ms": self.max_credit_ms,
+                "floor_ms": self.floor_ms, "clock_ms": self.clock_ms}
+
+    def restore_clock(self, snap: dict[str, int]) -> None:
+        self.max_auth_ms = max(self.max_auth_ms, snap["max_auth_ms"])
+        self.max_credit_ms = max(self.max_credit_ms, snap["max_credit_ms"])
+        self.floor_ms = max(self.floor_ms, snap["floor_ms"])
+        self.clock_ms = max(self.clock_ms, snap["clock_ms"])
+
+    def snapshot_merchant(self, merchant_id: str) -> dict[str, Any] | None:
+        """The merchant's state as plain JSON-able data, or None once it holds nothing."""
+        m = self.merchants.get(merchant_id)
+        if m is None or (m.is_empty() and not m.waiting_refs and not m.amount_only):
+            return None
+        return {
+            "items": [_item_to_plain(i) for i in m.items.values()],
+            "credits": [_credit_rec_to_plain(r) for r in m.credits.values()],
+            "amount_only": list(m.amount_only),
+            "deductions": [list(d) for d in m.deductions],
+            "buffered": [_event_to_plain(e) for _, e in sorted(m.buffered.items())],
+        }
+
+    def restore_merchant(self, merchant_id: str, snap: dict[str, Any]) -> None:
+        """Rebuild a merchant from :meth:`snapshot_merchant`, re-arming its timers and buffer."""
+        m = self.merchants[merchant_id] = Merchant(merchant_id)
+        policy = self.policy
+        for plain in snap["items"]:
+            item = _item_from_plain(plain, merchant_id, policy)
+            m.items[item.key] = item
+            if item.is_batch:
+                for s in item.sales:
+                    m.batch_of[s.auth_id] = item.key
+            if item.state == OPEN:
+                self._timer(item.close_ms, _CLOSE, merchant_id, item.key)
+            if item.expire_ms != FOREVER:
+                self._timer(item.expire_ms, _EXPIRE, merchant_id, item.key)
+        for plain in snap["credits"]:
+            rec = _credit_rec_from_plain(plain)
+            m.credits[rec.credit.credit_id] = rec
+            for ref in rec.waiting:
+                m.waiting_refs.setdefault(ref, []).append(rec.credit.credit_id)
+            if not rec.judged and (not rec.matched or rec.waiting):
+                self._timer(rec.orphan_ms, _ORPHAN, merchant_id, rec.credit.credit_id)
+            if rec.expire_ms != FOREVER:
+                self._timer(rec.expire_ms, _EXPIRE, merchant_id,
+                            _CREDIT_TIMER + rec.credit.credit_id)
+        m.amount_only = list(snap["amount_only"])
+        m.deductions = [tuple(d) for d in snap["deductions"]]
+        for d in m.deductions:
+            self._timer(d[3] + policy.keep_settled_ms, _EXPIRE, merchant_id, _DEDUCTIONS)
+        for plain in snap["buffered"]:
+            e = _event_from_plain(plain)
+            self._seq += 1
+            if type(e) is Credit:
+                heapq.heappush(self._buffer, (e.event_time_ms, _CREDIT_RANK, e.credit_id,
+                                              self._seq, merchant_id))
+            else:
+                heapq.heappush(self._buffer, (e.event_time_ms, _RANK.get(e.type, 0), e.event_id,
+                                              self._seq, merchant_id))
+            m.buffered[self._seq] = e
+
+    def drain(self) -> list[Finding]:
+        """Run everything the current clock allows (after restores)."""
+        self._run()
+        return self._take()
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain-data conversions (snapshots and evidence).
+
+
+def _iso_day(ordinal: int) -> str:
+    from datetime import date
+    return date.fromordinal(ordinal).isoformat()
+
+
+def _sale_evidence(s: Sale, item: Item, policy: Policy) -> dict[str, Any]:
+    captured = s.captured_minor()
+    return {
+        "auth_id": s.auth_id, "terminal_id": s.terminal_id, "channel": s.channel,
+        "amount_minor": s.amount_minor, "status": "approved" if s.approved else "declined",
+        "event_time_ms": s.event_time_ms, "reversed_minor": s.reversed_minor,
+        "refunded_minor": s.refunded_minor, "pan_masked": s.pan_masked,
+        "fee_bps": policy.fee_bps(s.channel),
+        "fee_minor": policy.fee_minor(s.channel, captured) if captured else 0,
+        "adjustments": [list(a) for a in (s.adjustments or ())],
+    }
+
+
+def _credit_evidence(c: Credit) -> dict[str, Any]:
+    return {"credit_id": c.credit_id, "amount_minor": c.amount_minor, "currency": c.currency,
+            "event_time_ms": c.event_time_ms, "auth_ids": list(c.auth_ids),
+            "batch_id": c.batch_id, "fee_minor": c.fee_minor}
+
+
+_SALE_FIELDS = Sale.__slots__
+
+
+def _item_to_plain(i: Item) -> dict[str, Any]:
+    return {
+        "key": i.key, "subject": i.subject, "acquirer": i.acquirer, "currency": i.currency,
+        "cycle": i.cycle.index, "is_batch": i.is_batch, "trade_day": i.trade_day,
+        "deadline_ms": i.deadline_ms, "close_ms": i.close_ms, "credits": list(i.credits),
+        "state": i.state, "payer": i.payer, "expire_ms": i.expire_ms,
+        "last_sale_ms": i.last_sale_ms,
+        "sales": [[getattr(s, f) for f in _SALE_FIELDS] for s in i.sales],
+    }
+
+
+def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy) -> Item:
+    item = Item.__new__(Item)
+    item.key, item.subject = p["key"], p["subject"]
+    item.merchant_id, item.acquirer, item.currency = merchant_id, p["acquirer"], p["currency"]
+    item.cycle = policy.cycles[p["cycle"]]
+    item.is_batch, item.trade_day = p["is_batch"], p["trade_day"]
+    item.deadline_ms, item.close_ms = p["deadline_ms"], p["close_ms"]
+    item.credits, item.state, item.payer = list(p["credits"]), p["state"], p["payer"]
+    item.expire_ms, item.last_sale_ms = p["expire_ms"], p["last_sale_ms"]
+    item.sales = []
+    for values in p["sales"]:
+        s = Sale.__new__(Sale)
+        for f, v in zip(_SALE_FIELDS, values):
+            setattr(s, f, v)
+        if s.adjustments is not None:
+            s.adjustments = [tuple(a) for a in s.adjustments]
+        item.sales.append(s)
+    return item
+
+
+def _credit_rec_to_plain(r: CreditRec) -> dict[str, Any]:
+    return {"credit": _event_to_plain(r.credit), "items": list(r.items),
+            "waiting": list(r.waiting), "judged": r.judged, "orphan_ms": r.orphan_ms,
+            "expire_ms": r.expire_ms, "matched": r.matched}
+
+
+def _credit_rec_from_plain(p: dict[str, Any]) -> CreditRec:
+    credit = _event_from_plain(p["credit"])
+    assert type(credit) is Credit
+    rec = CreditRec(credit, p["orphan_ms"])
+    rec.items, rec.waiting = list(p["items"]), list(p["waiting"])
+    rec.judged, rec.expire_ms, rec.matched = p["judged"], p["expire_ms"], p["matched"]
+    return rec
+
+
+_POS_FIELDS = PosEvent.__slots__
+_CREDIT_FIELDS = Credit.__slots__
+
+
+def _event_to_plain(e: PosEvent | Credit) -> list[Any]:
+    if type(e) is Credit:
+        return ["c"] + [list(v) if f == "auth_ids" else v
+                        for f, v in ((f, getattr(e, f)) for f in _CREDIT_FIELDS)]
+    return ["p"] + [getattr(e, f) for f in _POS_FIELDS]
+
+
+def _event_from_plain(p: list[Any]) -> PosEvent | Credit:
+    if p[0] == "c":
+        values = dict(zip(_CREDIT_FIELDS, p[1:]))
+        values["auth_ids"] = tuple(values["auth_ids"])
+        return Credit(**values)
+    return PosEvent(*p[1:])
+
+
+def feed(reconciler: Reconciler, events: Iterable[PosEvent | Credit],
+         until_ms: int | None = None) -> list[Finding]:
+    """Run a whole input through a reconciler: every event, then the final clock."""
+    out: list[Finding] = []
+    last = NEVER
+    for e in events:
+        out += reconciler.on_event(e)
+        if e.event_time_ms > last:
+            last = e.event_time_ms
+    out += reconciler.advance_to(until_ms if until_ms is not None else last)
+    return out

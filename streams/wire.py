@@ -97,8 +97,8 @@ class Reject:
     """An input record that is not a valid event of its topic: a dead letter to be.
 
     `raw` is the original bytes with every full card number masked (first 6 and last 4 digits
-    kept); when the card number was hidden behind JSON \\u escapes, `raw` is the record
-    re-encoded with it masked. `message` is for people and never holds a full card number.
+    kept); when a card number was spelt with JSON \\u escapes, those escapes of digits, spaces
+    and dashes are expanded in `raw` so that the number can be masked. `message` is for people and never holds a full card number.
     """
 
     reason: str
@@ -551,6 +551,13 @@ def _credit(d: dict) -> Credit:
                   batch_id, fee)
 
 
+_ESCAPED_DIGIT = re.compile(rb"\\u00(3[0-9]|2[0dD])")
+
+
+def _unescape_digit(m: re.Match[bytes]) -> bytes:
+    return bytes((int(m.group(1), 16),))
+
+
 def _reject(reason: str, message: str, raw: bytes) -> Reject:
     return Reject(reason, mask_pans_text(message), raw)
 
@@ -579,17 +586,17 @@ def parse(
     if spans:
         return Reject(FULL_PAN, f"full card number in the record ({len(spans)} found, masked)",
                       _mask_spans(raw, spans))
+    if raw.find(b"\\") >= 0:
+        # JSON \u escapes can spell digits, spaces and dashes that the byte scan cannot see.
+        plain = _ESCAPED_DIGIT.sub(_unescape_digit, raw)
+        spans = pan_spans(plain) if plain != raw else None
+        if spans:
+            return Reject(FULL_PAN, f"full card number behind \\u escapes ({len(spans)} found;"
+                          " escapes expanded, number masked)", _mask_spans(plain, spans))
     try:
         d = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return _reject(MALFORMED_JSON, f"not UTF-8 JSON: {exc}", raw)
-    if raw.find(b"\\") >= 0 and b"\\u" in raw:
-        # \u escapes could spell out digits that the byte scan cannot see.
-        plain = orjson.dumps(d)
-        spans = pan_spans(plain)
-        if spans:
-            return Reject(FULL_PAN, f"full card number behind \\u escapes ({len(spans)} found,"
-                          " masked; record re-encoded)", _mask_spans(plain, spans))
     if type(d) is not dict:
         return Reject(MALFORMED_JSON, f"a record must be a JSON object, got {_jtype(d)}", raw)
     t = d.get("type")
@@ -614,7 +621,7 @@ def parse(
             FUTURE_TIMESTAMP,
             f"event_time {format_time_ms(e.event_time_ms)} is"
             f" {(e.event_time_ms - record_time_ms) / 1000:.3f}s after the record time"
-            f" {format_time_ms(record_time_ms)} (allowed {max_future_ms / 1000:g}s)",
+            f" {format_time_ms(int(record_time_ms))} (allowed {max_future_ms / 1000:g}s)",
             raw,
         )
     if wrong:

@@ -254,6 +254,8 @@ REJECTS = {
     "pan_masked not masked": (AUTH_TOPIC, sale(pan_masked="4111111111111112"),
                               wire.BAD_PAN_MASKED, ""),
     "pan_masked too short": (AUTH_TOPIC, sale(pan_masked="41****11"), wire.BAD_PAN_MASKED, ""),
+    "pan_masked too long": (AUTH_TOPIC, sale(pan_masked="411111**********1111"),
+                            wire.BAD_PAN_MASKED, ""),
     "pan_masked empty": (AUTH_TOPIC, sale(pan_masked=""), wire.BAD_PAN_MASKED, ""),
     "auth_ids twice the same": (SETTLEMENT_TOPIC, credit(auth_ids=["au-1", "au-2", "au-1"]),
                                 wire.DUPLICATE_AUTH_ID, "au-1"),

@@ -98,7 +98,8 @@ class Reject:
 
     `raw` is the original bytes with every full card number masked (first 6 and last 4 digits
     kept); when a card number was spelt with JSON \\u escapes, those escapes of digits, spaces
-    and dashes are expanded in `raw` so that the number can be masked. `message` is for people and never holds a full card number.
+    and dashes are expanded in `raw` so that the number can be masked. `message` is for
+    people and never holds a full card number.
     """
 
     reason: str
@@ -431,7 +432,7 @@ def _check_pan_masked(d: dict) -> None:
         return
     if not 12 <= len(v) <= 19 or _PAN_MASKED.fullmatch(v) is None:
         raise _Invalid(BAD_PAN_MASKED, "pan_masked must be a masked PAN like 411111******1111")
-    if len(_PAN_MASKED_OK) >= _CACHE_MAX * 10:
+    if len(_PAN_MASKED_OK) >= 100_000:
         _PAN_MASKED_OK.clear()
     _PAN_MASKED_OK.add(v)
 
@@ -567,9 +568,10 @@ def parse(
 ) -> PosEvent | Credit | Reject:
     """Decode and validate one record of `topic` (AUTH_TOPIC or SETTLEMENT_TOPIC).
 
-    `record_time_ms` is the Kafka record timestamp (for files: the time of reading); an event
-    stamped more than `max_future_ms` after it is rejected as future_timestamp. Never raises on
-    bad input; raises ValueError for an unknown topic.
+    `raw` is bytes (bytearray and memoryview are copied; None is an empty record).
+    `record_time_ms` is the Kafka record timestamp (for files, or a record without a timestamp:
+    the time of reading); an event stamped more than `max_future_ms` after it is rejected as
+    future_timestamp. Never raises on bad input; raises ValueError for an unknown topic.
     """
     if topic == AUTH_TOPIC:
         want_credit = False

@@ -114,11 +114,10 @@ class Observer(Protocol):
 class Stats:
     """Plain counters, read by tests, replay summaries and the metrics edge."""
 
-    __slots__ = ("events", "released", "late_data", "redeliveries", "findings")
+    __slots__ = ("events", "late_data", "redeliveries", "findings")
 
     def __init__(self) -> None:
         self.events = 0
-        self.released = 0
         self.late_data = 0
         self.redeliveries = 0
         self.findings = 0
@@ -159,7 +158,7 @@ class Sale:
 class Item:
     __slots__ = ("key", "subject", "merchant_id", "acquirer", "currency", "cycle", "is_batch",
                  "trade_day", "deadline_ms", "close_ms", "sales", "credits", "state", "payer",
-                 "expire_ms", "last_sale_ms")
+                 "expire_ms", "last_sale_ms", "cached")
 
     def __init__(self, key: str, subject: str, e: PosEvent, cycle: Cycle, is_batch: bool) -> None:
         self.key = key
@@ -178,6 +177,7 @@ class Item:
         self.payer: str | None = None
         self.expire_ms = FOREVER
         self.last_sale_ms = e.event_time_ms
+        self.cached: tuple[int, int] | None = None  # (expected net, approved sales), memo
 
 
 class CreditRec:
@@ -252,31 +252,37 @@ class Reconciler:
         """Take one validated event; return the findings it (or the clock it moved) made known."""
         self.stats.events += 1
         t = event.event_time_ms
-        is_credit = type(event) is Credit
-        if is_credit:
-            if t > self.max_credit_ms:
-                self.max_credit_ms = t
-        elif t > self.max_auth_ms:
-            self.max_auth_ms = t
         mid = event.merchant_id
         self._dirty.add(mid)
+        m = self.merchants.get(mid)
+        if m is None:
+            m = self.merchants[mid] = Merchant(mid)
+        is_credit = type(event) is Credit
         if t < self.clock_ms:
             # Late data: the timeline has moved past it. Apply it now rather than drop it.
             self.stats.late_data += 1
             if self.observer is not None:
                 self.observer.on_late_data(SETTLEMENTS if is_credit else AUTHORISATIONS)
-            self._release(event, self._merchant(mid))
+            self._release(event, m)
             self._run()
+            return self._take()
+        self._seq = seq = self._seq + 1
+        m.buffered[seq] = event
+        if is_credit:
+            heapq.heappush(self._buffer, (t, _CREDIT_RANK, event.credit_id, seq, mid))
+            if t > self.max_credit_ms:
+                self.max_credit_ms = t
+                if t - self._lateness > self.clock_ms:
+                    self._move_clock()
         else:
-            self._seq += 1
-            seq = self._seq
-            if is_credit:
-                heapq.heappush(self._buffer, (t, _CREDIT_RANK, event.credit_id, seq, mid))
-            else:
-                heapq.heappush(self._buffer, (t, _RANK.get(event.type, 0), event.event_id, seq, mid))
-            self._merchant(mid).buffered[seq] = event
-            self._move_clock()
-        return self._take()
+            heapq.heappush(self._buffer, (t, _RANK[event.type], event.event_id, seq, mid))
+            if t > self.max_auth_ms:
+                self.max_auth_ms = t
+                if t - self._lateness > self.clock_ms:
+                    self._move_clock()
+        if self._out:
+            return self._take()
+        return []
 
     def advance_to(self, clock_ms: int) -> list[Finding]:
         """Move the clock to at least ``clock_ms`` (a silent-input tick, or the end of a replay)."""
@@ -318,9 +324,15 @@ class Reconciler:
             if next_event <= next_timer:
                 if next_event > clock:
                     return
-                _, _, _, seq, mid = pop(buffer)
+                _, rank, _, seq, mid = pop(buffer)
                 m = merchants[mid]
-                self._release(m.buffered.pop(seq), m)
+                event = m.buffered.pop(seq)
+                if rank == 0:
+                    self._on_sale(event, m)
+                elif rank == _CREDIT_RANK:
+                    self._on_credit(event, m)
+                else:
+                    self._on_adjustment(event, m)
             else:
                 if next_timer >= clock:  # timers fire once the clock has passed them
                     return
@@ -366,7 +378,6 @@ class Reconciler:
     # -- applying events -------------------------------------------------------------------------
 
     def _release(self, event: PosEvent | Credit, m: Merchant) -> None:
-        self.stats.released += 1
         if type(event) is Credit:
             self._on_credit(event, m)
         elif event.type == AUTHORISATION:
@@ -399,6 +410,7 @@ class Reconciler:
                 item = m.items[key] = Item(key, subject, e, cycle, True)
             m.batch_of[auth_id] = key
             item.sales.append(sale)
+            item.cached = None
             if e.event_time_ms > item.last_sale_ms:
                 item.last_sale_ms = e.event_time_ms
             if item.state == OPEN and trade_day > item.trade_day:
@@ -449,10 +461,12 @@ class Reconciler:
         adjustments.append((e.type, e.event_id, e.amount_minor, e.event_time_ms, post_payment))
         if post_payment:
             self._note_deduction(m, e)
-        elif e.type == REVERSAL:
+            return
+        if e.type == REVERSAL:
             sale.reversed_minor += e.amount_minor
         else:
             sale.refunded_minor += e.amount_minor
+        item.cached = None
 
     def _note_deduction(self, m: Merchant, e: PosEvent) -> None:
         if any(d[4] == e.event_id for d in m.deductions):
@@ -471,7 +485,9 @@ class Reconciler:
         return item
 
     def _on_credit(self, c: Credit, m: Merchant) -> None:
-        if c.credit_id in m.credits or self._seen_credit(c, m):
+        # Credits are retained as long as the items they pay, so this catches every redelivery
+        # while the item is kept.
+        if c.credit_id in m.credits:
             self._redelivered(SETTLEMENTS)
             return
         rec = CreditRec(c, c.event_time_ms + self.policy.orphan_after_ms)
@@ -498,14 +514,6 @@ class Reconciler:
         if not rec.matched or rec.waiting:
             self._timer(rec.orphan_ms, _ORPHAN, m.merchant_id, c.credit_id)
         self._maybe_judge(rec, m)
-
-    def _seen_credit(self, c: Credit, m: Merchant) -> bool:
-        refs = c.auth_ids or ((_batch_key(c.batch_id),) if c.batch_id is not None else ())
-        for ref in refs:
-            item = m.items.get(ref) if ref.startswith("\x1f") else self._item_of(ref, m)
-            if item is not None and c.credit_id in item.credits:
-                return True
-        return False
 
     def _attach(self, rec: CreditRec, item: Item, m: Merchant) -> None:
         rec.matched = True
@@ -562,12 +570,15 @@ class Reconciler:
         if trigger == CLOSE_NOTHING_DUE:
             return
         # Paid before the close: the earliest credit pays, every later one is a duplicate.
-        recs = sorted((m.credits[cid] for cid in item.credits if cid in m.credits),
-                      key=lambda r: (r.credit.event_time_ms, r.credit.credit_id))
+        if len(item.credits) == 1:
+            recs = [m.credits[item.credits[0]]]
+        else:
+            recs = sorted((m.credits[cid] for cid in item.credits if cid in m.credits),
+                          key=lambda r: (r.credit.event_time_ms, r.credit.credit_id))
         payer = recs[0]
         item.payer = payer.credit.credit_id
         for dup in recs[1:]:
-            self._duplicate(item, payer, dup, m, item.close_ms)
+            self._duplicate(item, payer, dup, item.close_ms)
             dup.judged = True
         self._settled(item, payer)
         self._maybe_judge(payer, m)
@@ -588,7 +599,7 @@ class Reconciler:
         if item.payer is not None:
             # Already paid. (Outside the allowed out-of-orderness an earlier-booked credit can be
             # read after the one judged to pay; the one judged first keeps paying.)
-            self._duplicate(item, m.credits.get(item.payer), rec, m, when)
+            self._duplicate(item, m.credits.get(item.payer), rec, when)
             rec.judged = True
             return
         expected = self._expected(item)
@@ -615,15 +626,21 @@ class Reconciler:
         """Judge a credit's amount once every item it pays has closed and no ref is pending."""
         if rec.judged or not rec.matched or rec.waiting:
             return
-        items = [m.items[k] for k in rec.items if k in m.items]
-        if not items or any(i.state == OPEN for i in items):
-            return
-        paid = [i for i in items if i.payer == rec.credit.credit_id]
+        keys = rec.items
+        if len(keys) == 1:  # the common case: one sale or one batch
+            item = m.items.get(keys[0])
+            if item is None or item.state == OPEN:
+                return
+            items = [item]
+        else:
+            items = [m.items[k] for k in keys if k in m.items]
+            if not items or any(i.state == OPEN for i in items):
+                return
         rec.judged = True
-        self._retain_credit(rec, m, max(rec.credit.event_time_ms, max(i.close_ms for i in items)))
-        if not paid:
-            return
-        self._judge_amount(rec, paid, m)
+        credit_id = rec.credit.credit_id
+        paid = [i for i in items if i.payer == credit_id]
+        if paid:
+            self._judge_amount(rec, paid, m)
 
     def _judge_amount(self, rec: CreditRec, items: list[Item], m: Merchant) -> None:
         c = rec.credit
@@ -640,14 +657,13 @@ class Reconciler:
                    c.amount_minor, event_time_ms=when, cause=cause, credit_id=c.credit_id,
                    subject=None if subject_item else c.credit_id, items=items)
 
-    def _duplicate(self, item: Item, payer: CreditRec | None, dup: CreditRec, m: Merchant,
+    def _duplicate(self, item: Item, payer: CreditRec | None, dup: CreditRec,
                    when: int) -> None:
         c = dup.credit
         credit_ids = ((payer.credit.credit_id,) if payer is not None else ()) + (c.credit_id,)
         self._emit(FindingKind.DUPLICATE, Status.OPEN, item, credit_ids, self._expected(item),
                    c.amount_minor, event_time_ms=max(when, c.event_time_ms),
                    cause="duplicate_credit", credit_id=c.credit_id)
-        self._retain_credit(dup, m, when)
 
     def _orphan_due(self, rec: CreditRec, m: Merchant) -> None:
         if rec.matched:
@@ -709,25 +725,38 @@ class Reconciler:
                 if item.is_batch:
                     for s in item.sales:
                         m.batch_of.pop(s.auth_id, None)
+                # A credit is retained as long as the items it pays (an orphan has a timer).
+                for credit_id in item.credits:
+                    rec = m.credits.get(credit_id)
+                    if rec is not None and not any(k in m.items for k in rec.items):
+                        del m.credits[credit_id]
         if m.is_empty() and not m.waiting_refs and not m.amount_only:
             del self.merchants[m.merchant_id]
 
     # -- amounts ---------------------------------------------------------------------------------
 
     def _expected(self, item: Item) -> int:
-        fee = self.policy.fee_minor
-        total = 0
-        for s in item.sales:
-            captured = s.captured_minor()
-            if captured:
-                total += captured - fee(s.channel, captured)
-            total -= s.refunded_minor
-        return total
+        """The item's expected net credit: sales after reversals, less fees, less refunds."""
+        cached = item.cached
+        if cached is None:
+            fee = self.policy.fee_minor
+            total = approved = 0
+            for s in item.sales:
+                if s.approved:
+                    approved += 1
+                    captured = s.amount_minor - s.reversed_minor
+                    if captured > 0:
+                        total += captured - fee(s.channel, captured)
+                total -= s.refunded_minor
+            cached = item.cached = (total, approved)
+        return cached[0]
 
     def _tolerance(self, item: Item, expected: int) -> int:
+        """absolute_minor per sale in the credit, plus relative_bps of the expected net."""
+        self._expected(item)
         tol = self.policy.tolerance
-        sales = sum(1 for s in item.sales if s.approved)
-        return tol.absolute_minor * max(sales, 1) + abs(expected) * tol.relative_bps // 10_000
+        return tol.absolute_minor * max(item.cached[1], 1) + (
+            abs(expected) * tol.relative_bps // 10_000)
 
     def _probable_cause(self, c: Credit, items: list[Item], diff: int, tolerance: int,
                         m: Merchant) -> str:
@@ -945,6 +974,7 @@ def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy) -> Ite
     item.deadline_ms, item.close_ms = p["deadline_ms"], p["close_ms"]
     item.credits, item.state, item.payer = list(p["credits"]), p["state"], p["payer"]
     item.expire_ms, item.last_sale_ms = p["expire_ms"], p["last_sale_ms"]
+    item.cached = None
     item.sales = []
     for values in p["sales"]:
         s = Sale.__new__(Sale)
@@ -971,8 +1001,8 @@ def _credit_rec_from_plain(p: dict[str, Any]) -> CreditRec:
     return rec
 
 
-_POS_FIELDS = PosEvent.__slots__
-_CREDIT_FIELDS = Credit.__slots__
+_POS_FIELDS = PosEvent._fields
+_CREDIT_FIELDS = Credit._fields
 
 
 def _event_to_plain(e: PosEvent | Credit) -> list[Any]:

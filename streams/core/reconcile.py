@@ -131,13 +131,13 @@ class Stats:
 
 
 class Sale:
-    __slots__ = ("auth_id", "event_id", "terminal_id", "channel", "amount_minor", "approved",
+    # No event_id: a sale is one auth_id, and a second authorisation for it is a redelivery.
+    __slots__ = ("auth_id", "terminal_id", "channel", "amount_minor", "approved",
                  "event_time_ms", "reversed_minor", "refunded_minor", "pan_masked", "adjustments")
 
-    def __init__(self, e: PosEvent) -> None:
+    def __init__(self, e: PosEvent, terminal_id: str) -> None:
         self.auth_id = e.auth_id
-        self.event_id = e.event_id
-        self.terminal_id = e.terminal_id
+        self.terminal_id = terminal_id
         self.channel = e.channel
         self.amount_minor = e.amount_minor
         self.approved = e.status != DECLINED
@@ -172,12 +172,15 @@ class Item:
         self.deadline_ms = 0
         self.close_ms = 0
         self.sales: list[Sale] = []
-        self.credits: list[str] = []  # credit_ids attached, in arrival order
+        self.credits: list[str] = _NO_CREDITS  # credit_ids attached, in arrival order
         self.state = OPEN
         self.payer: str | None = None
         self.expire_ms = FOREVER
         self.last_sale_ms = e.event_time_ms
         self.cached: tuple[int, int] | None = None  # (expected net, approved sales), memo
+
+
+_NO_CREDITS: list[str] = []  # shared by every item without a credit; never appended to
 
 
 class CreditRec:
@@ -245,6 +248,8 @@ class Reconciler:
         self._out: list[Finding] = []
         self._dirty: set[str] = set()
         self._fee_bps = tuple(sorted(set(policy.all_fee_bps()) | set(COMMON_FEE_BPS)))
+        # One string per terminal, shared by its sales (a terminal makes thousands a day).
+        self._terminals: dict[str, str] = {}
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -326,7 +331,10 @@ class Reconciler:
                     return
                 _, rank, _, seq, mid = pop(buffer)
                 m = merchants[mid]
-                event = m.buffered.pop(seq)
+                buffered = m.buffered
+                event = buffered.pop(seq)
+                if not buffered:
+                    m.buffered = {}  # a dict keeps its peak size; a quiet merchant's shrinks
                 if rank == 0:
                     self._on_sale(event, m)
                 elif rank == _CREDIT_RANK:
@@ -397,7 +405,11 @@ class Reconciler:
             return
         policy = self.policy
         cycle = policy.cycle_for(e.acquirer, e.merchant_id)
-        sale = Sale(e)
+        terminals = self._terminals
+        terminal = terminals.get(e.terminal_id)
+        if terminal is None:
+            terminal = terminals[e.terminal_id] = e.terminal_id
+        sale = Sale(e, terminal)
         if cycle.mode == "batch":
             trade_day = policy.trade_day(e.event_time_ms, cycle)
             if e.batch_id is not None:
@@ -422,7 +434,7 @@ class Reconciler:
         else:
             key = auth_id
             item = m.items[key] = Item(key, auth_id, e, cycle, False)
-            item.sales.append(sale)
+            item.sales = [sale]  # exactly one: no spare capacity
             item.deadline_ms = policy.deadline_ms(e.event_time_ms, cycle)
             item.close_ms = item.deadline_ms + cycle.grace_ms
             self._timer(item.close_ms, _CLOSE, m.merchant_id, key)
@@ -518,6 +530,8 @@ class Reconciler:
     def _attach(self, rec: CreditRec, item: Item, m: Merchant) -> None:
         rec.matched = True
         rec.items.append(item.key)
+        if item.credits is _NO_CREDITS:
+            item.credits = []
         item.credits.append(rec.credit.credit_id)
         if item.state != OPEN:
             self._judge_after_close(rec, item, m)
@@ -551,7 +565,7 @@ class Reconciler:
                     m.amount_only.remove(credit_id)
                     rec.matched = True
                     rec.items.append(item.key)
-                    item.credits.append(credit_id)
+                    item.credits = [credit_id]
                     break
         if item.credits:
             trigger = CLOSE_PAID
@@ -972,7 +986,8 @@ def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy) -> Ite
     item.cycle = policy.cycles[p["cycle"]]
     item.is_batch, item.trade_day = p["is_batch"], p["trade_day"]
     item.deadline_ms, item.close_ms = p["deadline_ms"], p["close_ms"]
-    item.credits, item.state, item.payer = list(p["credits"]), p["state"], p["payer"]
+    item.credits = list(p["credits"]) if p["credits"] else _NO_CREDITS
+    item.state, item.payer = p["state"], p["payer"]
     item.expire_ms, item.last_sale_ms = p["expire_ms"], p["last_sale_ms"]
     item.cached = None
     item.sales = []

@@ -525,7 +525,12 @@ class Reconciler:
                 m.amount_only.append(c.credit_id)
         if not rec.matched or rec.waiting:
             self._timer(rec.orphan_ms, _ORPHAN, m.merchant_id, c.credit_id)
-        self._maybe_judge(rec, m)
+        elif not rec.judged:
+            # The usual credit pays an open item and is judged when it closes; one for items
+            # that have all closed already is judged now.
+            items = m.items
+            if all(items[k].state != OPEN for k in rec.items if k in items):
+                self._maybe_judge(rec, m)
 
     def _attach(self, rec: CreditRec, item: Item, m: Merchant) -> None:
         rec.matched = True
@@ -545,7 +550,7 @@ class Reconciler:
             if item.acquirer != c.acquirer or item.currency != c.currency:
                 continue
             expected = self._expected(item)
-            if expected and abs(c.amount_minor - expected) <= self._tolerance(item, expected):
+            if expected and abs(c.amount_minor - expected) <= self._tolerance(item):
                 if best is None or (item.close_ms, item.key) < (best.close_ms, best.key):
                     best = item
         return best
@@ -561,7 +566,7 @@ class Reconciler:
                     continue
                 c = rec.credit
                 if (c.acquirer == item.acquirer and c.currency == item.currency
-                        and abs(c.amount_minor - expected) <= self._tolerance(item, expected)):
+                        and abs(c.amount_minor - expected) <= self._tolerance(item)):
                     m.amount_only.remove(credit_id)
                     rec.matched = True
                     rec.items.append(item.key)
@@ -659,7 +664,7 @@ class Reconciler:
     def _judge_amount(self, rec: CreditRec, items: list[Item], m: Merchant) -> None:
         c = rec.credit
         expected = sum(self._expected(i) for i in items)
-        tolerance = sum(self._tolerance(i, self._expected(i)) for i in items)
+        tolerance = sum(self._tolerance(i) for i in items)
         diff = c.amount_minor - expected
         if abs(diff) <= tolerance:
             return
@@ -765,9 +770,9 @@ class Reconciler:
             cached = item.cached = (total, approved)
         return cached[0]
 
-    def _tolerance(self, item: Item, expected: int) -> int:
+    def _tolerance(self, item: Item) -> int:
         """absolute_minor per sale in the credit, plus relative_bps of the expected net."""
-        self._expected(item)
+        expected = self._expected(item)
         tol = self.policy.tolerance
         return tol.absolute_minor * max(item.cached[1], 1) + (
             abs(expected) * tol.relative_bps // 10_000)

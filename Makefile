@@ -1,0 +1,57 @@
+# settlewatch: the two commands a new user needs are `make demo` and `make test`.
+# Everything they need is installed by `make setup` (which both run first): the Python
+# virtualenv with the pinned dependencies, Debian's prometheus + prometheus-alertmanager, and
+# the Kafka 4.4.0 broker jars from Maven Central (fetched by deploy/local/stack on first `up`).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast check dashboards bench stack-up stack-down clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+	bash -c '. deploy/local/monitoring.sh && monitoring_install'
+
+## demo: the local stack (Kafka, Prometheus, Alertmanager, SMTP sink), the worker and the
+## simulator, with findings arriving in the terminal. Ctrl-C stops everything it started.
+demo: setup
+	$(BIN)/settlewatch demo
+
+## test: every test, the integration suite against the real Kafka/Prometheus/Alertmanager too.
+test: setup check
+	$(BIN)/pytest -q
+
+## test-fast: the pure core and the edges, no services.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q tests/core tests/edges
+
+## check: alert rules and Alertmanager config with Prometheus' own tools, dashboards regenerated.
+check: setup
+	promtool check rules alerts/*.rules.yaml
+	promtool test rules alerts/*_tests.yaml
+	amtool check-config alerts/alertmanager.yml
+	$(MAKE) dashboards
+	git diff --exit-code -- grafana/ || (echo "grafana/*.json is stale: run make dashboards and commit"; exit 1)
+
+dashboards: $(STAMP)
+	@for f in grafana/*.dashboard.py; do $(BIN)/python $$f; done
+
+bench: $(STAMP)
+	$(BIN)/settlewatch bench core
+
+stack-up: setup
+	deploy/local/stack up
+
+stack-down:
+	deploy/local/stack down
+
+clean:
+	deploy/local/stack down || true
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,613 @@
+"""The live worker: a faust app that runs the pure reconciler on the two input topics.
+
+Shape. One agent (concurrency=1, faust issue 606) reads pos.authorisations, pos.settlements and
+settlewatch.ticks, all keyed by merchant_id and co-partitioned, so partition n of each lands on
+the same worker; it keeps one `LivePartition` (streams.live) per partition number. Records are
+taken in batches (`take_events`); each batch is decoded (streams.wire), fed to the partition's
+reconciler in record order, and flushed: every merchant it changed is written once to table
+`merchants` (its snapshot plus its outbox of unsent findings), the partition's clock to table
+`clocks`, and only then are the new findings sent to settlewatch.anomalies (partition n, key
+merchant_id). faust acks the batch after that and commits offsets only after flushing the
+producer, so a crash replays at most the events whose state was not saved.
+
+Guarantee: each (anomaly_id, status) reaches settlewatch.anomalies exactly once across worker
+crashes (SIGKILL included) and rebalances: the outbox gives at-least-once, dedupe against the
+output partition's recent records on restore removes the repeats. See streams.live for the
+argument and its bound (`dedupe_lookback`, 15 min by default). Dead letters are at-least-once.
+An error the worker cannot handle (a failed send) exits the process at once, without acking,
+so the batch is read again by the next incarnation instead of being skipped.
+
+Time. Watermarks come from the reconciler. A timer (`tick_interval`) sends each assigned
+partition of settlewatch.ticks the wall clock minus `tick_allowance` when that partition's
+silent inputs would hold the clock back (streams.live.tick_target): never past an input that
+still delivers records, never while a backlog is unread, never past the wall clock minus the
+allowance. The agent applies a tick in order with the partition's events.
+
+Run: `settlewatch worker --config settlewatch.toml`, or `faust -A streams.app worker` with
+SETTLEWATCH_* variables (streams.live.LiveConfig).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+import weakref
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+import click
+import faust
+import orjson
+from faust.types import TP
+
+from streams.core.policy import Policy, default_policy, load_policy
+from streams.live import (
+    AUTH,
+    SETTLEMENT,
+    TICK,
+    InputProgress,
+    InputView,
+    LiveConfig,
+    LivePartition,
+    RateLimitedLog,
+    clock_key,
+    encode_tick,
+    merchant_partition,
+    published_key,
+    tick_target,
+)
+
+log = logging.getLogger("settlewatch.worker")
+
+MAX_VALUE_BYTES = 32 * 1024 * 1024  # a busy merchant's snapshot can exceed Kafka's 1 MB default
+EXIT_UNSAFE = 70  # exit status when the worker stops itself rather than risk skipping input
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _die(message: str, *args: Any) -> None:
+    """Exit now, without acking or committing: the next worker reads the batch again."""
+    log.critical(message + "; exiting without commit so that nothing is skipped", *args)
+    logging.shutdown()
+    os._exit(EXIT_UNSAFE)
+
+
+@contextmanager
+def _in_partition(event: Any):
+    """Table writes of a batch go to the changelog partition of `event`'s source partition.
+
+    faust picks the changelog partition from the current event; the agent body of
+    `take_events` runs outside faust's own per-event context, so set it to an event of the
+    partition being flushed (faust.streams keeps it in a context variable).
+    """
+    from faust.streams import _current_event
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class Runtime:
+    """Everything the agent, the timer and the rebalance hooks share in one worker process."""
+
+    def __init__(self, app: faust.App, cfg: LiveConfig, policy: Policy) -> None:
+        self.app = app
+        self.cfg = cfg
+        self.policy = policy
+        self.topics = cfg.topics
+        self.allowance_ms = cfg.allowance_ms(policy)
+        self.parts: dict[int, LivePartition] = {}
+        self._building: dict[int, asyncio.Future] = {}
+        self._aux_lock = asyncio.Lock()
+        self._aux: Any = None  # our own aiokafka consumer: offsets, the output's tail
+        self.progress = InputProgress(_wall_ms())
+        self.ready = False
+        self.kind_of = {self.topics.authorisations: AUTH, self.topics.settlements: SETTLEMENT,
+                        self.topics.ticks: TICK}
+        self.reject_log = RateLimitedLog(10)
+        self.metrics: Any = None
+        self.observer: Any = None
+        self._metrics_server: Any = None
+        self._create_metrics()
+        self.merchants: Any = None  # faust tables, set by create_app
+        self.clocks: Any = None
+        self.batches = 0
+
+    # -- metrics --------------------------------------------------------------------------
+
+    def _create_metrics(self) -> None:
+        from streams.metrics import Metrics
+        t = self.topics
+        self.metrics = Metrics.create(
+            topics={"authorisations": t.authorisations, "settlements": t.settlements},
+            reconcilers=lambda: [lp.reconciler for lp in list(self.parts.values())],
+            worker=f"{self.cfg.app_id}@{os.uname().nodename}:{os.getpid()}")
+        self.observer = self.metrics.observer()
+
+    def serve_metrics(self) -> None:
+        if self.cfg.metrics_port and self._metrics_server is None:
+            self._metrics_server = self.metrics.serve(self.cfg.metrics_port,
+                                                      self.cfg.metrics_addr)
+            log.info("metrics on http://%s:%d/metrics", self.cfg.metrics_addr,
+                     self.cfg.metrics_port)
+
+    # -- partitions -----------------------------------------------------------------------
+
+    async def ensure(self, partitions: list[int]) -> None:
+        """Build the partitions that have no LivePartition yet (at most one build each)."""
+        partitions = sorted(set(partitions))
+        todo = [p for p in partitions if p not in self.parts and p not in self._building]
+        waits = [self._building[p] for p in partitions if p in self._building]
+        if todo:
+            fut = asyncio.get_running_loop().create_future()
+            for p in todo:
+                self._building[p] = fut
+            try:
+                built = await self._build(todo)
+            except BaseException as exc:
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: no "never retrieved" warning when nobody waits
+                raise
+            finally:
+                for p in todo:
+                    self._building.pop(p, None)
+            self.parts.update(built)
+            fut.set_result(None)
+        for w in waits:
+            await asyncio.shield(w)
+
+    async def _build(self, partitions: list[int]) -> dict[int, LivePartition]:
+        """Rebuild partitions from the tables (recovered from their changelogs by faust)."""
+        started = time.monotonic()
+        now = _wall_ms()
+        wanted = set(partitions)
+        clocks = {p: self.clocks.get(clock_key(p)) for p in partitions}
+        merchants: dict[int, list] = {p: [] for p in partitions}
+        for k, v in list(self.merchants.items()):
+            if v:
+                p = merchant_partition(v)
+                if p in wanted:
+                    merchants[p].append((k, v))
+        lookback = self.cfg.dedupe_lookback_ms
+        horizons = {p: LivePartition.horizon_ms(clocks[p], now, lookback) for p in partitions}
+        published = await self._read_published(horizons)
+        built = {}
+        for p in partitions:
+            lp, resend = LivePartition.restore(
+                p, self.policy, clock=clocks[p], merchants=merchants[p], published=published[p],
+                now_ms=now, topics=self.topics, observer=self.observer, metrics=self.metrics,
+                dedupe_lookback_ms=lookback)
+            for mid, record in resend:
+                await self._send_finding(lp, mid, record)
+            built[p] = lp
+            log.info("partition %d: %d merchants and %s clock restored from the tables, "
+                     "%d findings seen on %s since %s, %d re-sent from outboxes", p,
+                     len(merchants[p]), "a saved" if clocks[p] is not None else "no saved",
+                     len(published[p]), self.topics.anomalies, _iso(horizons[p]), len(resend))
+        log.info("partitions %s ready in %.2fs", sorted(partitions), time.monotonic() - started)
+        return built
+
+    async def _aux_consumer(self) -> Any:
+        """A group-less aiokafka consumer of our own, for offsets and the output's tail (the
+        faust consumer's thread answers such calls only between its fetches)."""
+        if self._aux is None:
+            from aiokafka import AIOKafkaConsumer
+            self._aux = AIOKafkaConsumer(
+                bootstrap_servers=self.cfg.bootstrap, group_id=None, enable_auto_commit=False,
+                client_id=f"{self.cfg.app_id}-aux", max_partition_fetch_bytes=MAX_VALUE_BYTES)
+            await self._aux.start()
+        return self._aux
+
+    async def offsets(self, tps: list[TP]) -> tuple[dict[TP, int], dict[TP, int]]:
+        """(end offsets, log-start offsets) of `tps`."""
+        from aiokafka import TopicPartition
+        async with self._aux_lock:
+            c = await self._aux_consumer()
+            ktps = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+            ends = await c.end_offsets(ktps)
+            starts = await c.beginning_offsets(ktps)
+        return ({TP(k.topic, k.partition): v for k, v in ends.items()},
+                {TP(k.topic, k.partition): v for k, v in starts.items()})
+
+    async def _read_published(self, since: dict[int, int]) -> dict[int, list[tuple[str, str, int]]]:
+        """Per partition p: (anomaly_id, status, record ms) on output partition p from
+        since[p] on."""
+        from aiokafka import TopicPartition
+        out: dict[int, list[tuple[str, str, int]]] = {p: [] for p in since}
+        async with self._aux_lock:
+            c = await self._aux_consumer()
+            tps = {TopicPartition(self.topics.anomalies, p): p for p in since}
+            c.assign(list(tps))
+            ends = await c.end_offsets(list(tps))
+            found = await c.offsets_for_times({tp: max(since[p], 0) for tp, p in tps.items()})
+            todo = {}
+            for tp in tps:
+                start = found[tp].offset if found.get(tp) is not None else ends[tp]
+                if start < ends[tp]:
+                    c.seek(tp, start)
+                    todo[tp] = ends[tp]
+            while todo:
+                batch = await c.getmany(*todo, timeout_ms=1000)
+                for tp, msgs in batch.items():
+                    end = todo.get(tp)
+                    if end is None:
+                        continue
+                    for msg in msgs:
+                        if msg.offset >= end:
+                            break
+                        key = published_key(msg.value)
+                        if key is not None:
+                            out[tps[tp]].append((key[0], key[1], msg.timestamp))
+                for tp in list(todo):
+                    if await c.position(tp) >= todo[tp]:
+                        del todo[tp]
+            c.assign([])
+        return out
+
+    def assigned(self) -> list[int]:
+        t = self.topics.ticks
+        return sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == t)
+
+    def unbuilt(self) -> list[int]:
+        return [p for p in self.assigned() if p not in self.parts and p not in self._building]
+
+    def on_assigned(self, assigned: set[TP]) -> None:
+        keep = {tp.partition for tp in assigned if tp.topic == self.topics.ticks}
+        gone = [p for p in self.parts if p not in keep]
+        for p in gone:
+            del self.parts[p]
+            if self.metrics is not None:
+                for topic in (self.topics.authorisations, self.topics.settlements):
+                    self.metrics.remove_consumer_lag(topic, p)
+        self.progress.forget(gone)
+        if gone:
+            log.info("partitions %s moved to another worker", sorted(gone))
+
+    # -- the agent ------------------------------------------------------------------------
+
+    async def handle_batch(self, events: list) -> None:
+        t0 = time.perf_counter()
+        now = _wall_ms()
+        groups: dict[int, list] = {}
+        for ev in events:
+            groups.setdefault(ev.message.partition, []).append(ev)
+        inputs = 0
+        missing = [p for p in groups if p not in self.parts]
+        if missing:
+            await self.ensure(missing + self.unbuilt())
+        for p, evs in groups.items():
+            lp = self.parts[p]
+            inputs += self._feed(lp, p, evs, now)
+            self._flush(lp, p, evs[-1], now)
+        self.batches += 1
+        if self.metrics is not None and inputs:
+            self.metrics.observe_processing(time.perf_counter() - t0, inputs)
+
+    def _feed(self, lp: LivePartition, p: int, evs: list, now: int) -> int:
+        kind_of, note = self.kind_of, self.progress.note
+        producer = self.app.producer
+        deadletter = self.topics.deadletter
+        n = 0
+        for ev in evs:
+            msg = ev.message
+            kind = kind_of[msg.topic]
+            if kind is TICK:
+                if not lp.on_tick(msg.value):
+                    log.warning("ignored a malformed tick at %s[%d]@%d", msg.topic, p, msg.offset)
+                continue
+            n += 1
+            note(msg.topic, p, msg.offset, now)
+            ts = msg.timestamp
+            record_ms = round(ts * 1000) if ts else now
+            try:
+                dead = lp.on_input(kind, msg.value, record_ms, msg.offset, msg.key)
+            except Exception as exc:  # a reconciler bug must not stop the partition
+                log.error("processing failed at %s[%d]@%d: %s (record dead-lettered)",
+                          msg.topic, p, msg.offset, type(exc).__name__)
+                dead = lp.failed(kind, msg.value, record_ms, msg.offset, msg.key, exc)
+            if dead is not None:
+                ok, dropped = self.reject_log.allow()
+                if ok:
+                    log.warning("dead letter %s from %s[%d]@%d%s", dead.reason, msg.topic, p,
+                                msg.offset, f" ({dropped} more not logged)" if dropped else "")
+                fut = asyncio.ensure_future(
+                    producer.send(deadletter, dead.key, dead.value, None, None, None))
+                fut.add_done_callback(_check_sent)
+        return n
+
+    def _flush(self, lp: LivePartition, p: int, last_event: Any, now: int) -> None:
+        fl = lp.flush(now)
+        if fl.writes or fl.clock is not None:
+            merchants = self.merchants
+            with _in_partition(last_event):
+                for key, value in fl.writes:
+                    if value is not None:
+                        merchants[key] = value
+                    elif key in merchants:
+                        del merchants[key]
+                if fl.clock is not None:
+                    self.clocks[clock_key(p)] = fl.clock
+        for mid, record in fl.publish:
+            fut = asyncio.ensure_future(self._send_finding(lp, mid, record))
+            fut.add_done_callback(_check_sent)
+        if fl.findings and self.metrics is not None:
+            self.metrics.findings_published(fl.findings)
+
+    async def _send_finding(self, lp: LivePartition, mid: str, record: dict) -> None:
+        sent = await self.app.producer.send(self.topics.anomalies, mid.encode(),
+                                            orjson.dumps(record), lp.partition, None, None)
+        sent.add_done_callback(partial(_on_finding_acked, lp, mid))
+
+    # -- the clock ------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Send clock ticks to the partitions whose silent inputs hold event time back."""
+        if not self.ready:
+            return
+        app, t = self.app, self.topics
+        assigned = self.assigned()
+        unbuilt = self.unbuilt()
+        if unbuilt:
+            await self.ensure(unbuilt)
+        if not assigned:
+            return
+        tps = [TP(topic, p) for p in assigned for topic in (t.authorisations, t.settlements)]
+        ends, earliest = await self.offsets(tps)
+        # Where this worker started reading a partition it has read nothing of yet.
+        committed = getattr(app.consumer, "_committed_offset", {})
+        now = _wall_ms()
+        for p in assigned:
+            lp = self.parts.get(p)
+            if lp is None:
+                continue
+            wms = lp.reconciler.watermarks()
+            views = []
+            for topic, kind in ((t.authorisations, AUTH), (t.settlements, SETTLEMENT)):
+                tp = TP(topic, p)
+                start = committed.get(tp)
+                if start is None:
+                    start = earliest.get(tp)
+                lag = self.progress.lag(topic, p, ends.get(tp), start)
+                if lag is not None and self.metrics is not None:
+                    self.metrics.set_consumer_lag(topic, p, lag)
+                views.append(InputView(lag == 0, self.progress.idle(topic, p, now,
+                                                                    self.cfg.tick_idle_ms),
+                                       wms.get(kind)))
+            clock = lp.reconciler.clock_ms
+            target = tick_target(now, self.allowance_ms, clock, views)
+            if target is None and lp.needs_flush:
+                target = clock  # a no-op tick, so the agent flushes what a restore left
+            if target is not None:
+                await app.producer.send(t.ticks, b"tick", encode_tick(target), p, None, None)
+
+
+def _iso(ms: int) -> str:
+    from streams.wire import format_time_ms
+    return format_time_ms(ms)
+
+
+def _check_sent(fut: asyncio.Future) -> None:
+    if fut.cancelled():
+        return
+    exc = fut.exception()
+    if exc is not None:
+        _die("a send to Kafka failed (%s: %s)", type(exc).__name__, exc)
+
+
+def _on_finding_acked(lp: LivePartition, mid: str, fut: asyncio.Future) -> None:
+    if fut.cancelled() or fut.exception() is not None:
+        exc = None if fut.cancelled() else fut.exception()
+        _die("sending a finding failed (%s)", type(exc).__name__ if exc else "cancelled")
+    lp.acked(mid)
+
+
+# ----------------------------------------------------------------------------------- the app
+def load_policy_for(cfg: LiveConfig) -> Policy:
+    return load_policy(cfg.config) if cfg.config else default_policy()
+
+
+def create_app(cfg: LiveConfig, policy: Policy | None = None) -> faust.App:
+    """The faust app for `cfg`: topics, tables, the agent, the tick timer and the hooks."""
+    policy = policy if policy is not None else load_policy_for(cfg)
+    t = cfg.topics
+    data_dir = cfg.data_dir or os.path.join(".settlewatch", cfg.app_id)
+    session_s = cfg.session_timeout_ms / 1000
+    app = faust.App(
+        cfg.app_id,
+        broker=f"kafka://{cfg.bootstrap}",
+        store=cfg.store,
+        datadir=data_dir,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=cfg.partitions,
+        web_enabled=False,
+        consumer_auto_offset_reset=cfg.offset_reset,
+        # A SIGKILLed worker's partitions wait out the session timeout (60 s by default).
+        broker_session_timeout=session_s,
+        broker_heartbeat_interval=min(3.0, session_s / 3),
+        producer_max_request_size=MAX_VALUE_BYTES,
+        consumer_max_fetch_size=MAX_VALUE_BYTES,
+        table_standby_replicas=0,
+    )
+    rt = Runtime(app, cfg, policy)
+    app.settlewatch = rt  # for tests and the demo
+
+    src = app.topic(t.authorisations, t.settlements, t.ticks, key_type=bytes, value_type=bytes,
+                    key_serializer="raw", value_serializer="raw")
+    # Keys and values are bytes; the app's serializers are "raw".
+    table_opts = dict(partitions=cfg.partitions, key_type=bytes, value_type=bytes,
+                      extra_topic_configs={"max.message.bytes": str(MAX_VALUE_BYTES)})
+    rt.merchants = app.Table("merchants", help="merchant_id -> reconciler state + outbox",
+                             **table_opts)
+    rt.clocks = app.Table("clocks", help="p<n> -> partition n's event-time clock",
+                          **table_opts)
+
+    batch_within = cfg.batch_within_ms / 1000
+
+    @app.agent(src, concurrency=1, name="reconcile")
+    async def reconcile(stream):
+        async for events in stream.take_events(cfg.batch_max, within=batch_within):
+            try:
+                await rt.handle_batch(events)
+            except asyncio.CancelledError:
+                # Stopping mid-batch: take_events would ack what was not processed.
+                _die("stopped in the middle of a batch of %d records", len(events))
+            except Exception as exc:
+                log.exception("batch failed")
+                _die("a batch failed (%s)", type(exc).__name__)
+
+    if cfg.tick_interval_ms > 0:
+        @app.timer(cfg.tick_interval_ms / 1000, name="clock_tick")
+        async def clock_tick():
+            try:
+                await rt.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next tick tries again
+                log.warning("clock tick skipped: %s: %s", type(exc).__name__, exc)
+
+    @app.task
+    async def start_metrics():
+        rt.serve_metrics()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender, revoked, **kwargs):
+        rt.ready = False
+        rt.metrics.set_up(False)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender, assigned, **kwargs):
+        rt.on_assigned(set(assigned))
+
+    @app.on_rebalance_complete.connect
+    async def on_rebalance_complete(sender, **kwargs):
+        rt.ready = True
+        rt.metrics.set_up(True)
+
+    return app
+
+
+_app: faust.App | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `faust -A streams.app worker` asks for streams.app.app: build it from SETTLEWATCH_* then.
+    if name == "app":
+        global _app
+        if _app is None:
+            _app = create_app(LiveConfig.from_env())
+        return _app
+    raise AttributeError(name)
+
+
+# --------------------------------------------------------------------------------- start-up
+def check_topics(cfg: LiveConfig, timeout_s: float = 30.0) -> list[str]:
+    """Problems with the topics the worker needs (absent, wrong partition count), or []."""
+    from kafka.admin import KafkaAdminClient
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=cfg.bootstrap,
+                                     client_id=f"{cfg.app_id}-check", request_timeout_ms=5000)
+            break
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                return [f"no Kafka broker answers at {cfg.bootstrap} ({type(exc).__name__})"]
+            time.sleep(0.5)
+    try:
+        names = cfg.topics.all()
+        found = {d["topic"] if "topic" in d else d["name"]: d
+                 for d in admin.describe_topics(list(names)) if not d.get("error_code")}
+    except Exception as exc:
+        found = {}
+        log.debug("describe_topics failed: %r", exc)
+    finally:
+        admin.close()
+    problems = []
+    for name in names:
+        d = found.get(name)
+        if d is None:
+            problems.append(f"topic {name} does not exist (deploy/local/stack up kafka "
+                            f"creates the standard set)")
+        elif len(d["partitions"]) != cfg.partitions:
+            problems.append(f"topic {name} has {len(d['partitions'])} partitions, the worker "
+                            f"expects {cfg.partitions} (--partitions); inputs, ticks and "
+                            f"anomalies must be co-partitioned")
+    return problems
+
+
+def run_worker(cfg: LiveConfig) -> None:
+    """Check the topics, then run the faust worker until SIGTERM / Ctrl-C."""
+    logging.basicConfig(level=cfg.loglevel.upper(),
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    problems = check_topics(cfg)
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    global _app
+    policy = load_policy_for(cfg)
+    _app = app = create_app(cfg, policy)
+    log.info("settlewatch worker %s: %s on %s, topics %s, tick every %dms at wall clock - %dms",
+             cfg.app_id, cfg.config or "default policy", cfg.bootstrap,
+             ", ".join(cfg.topics.all()), cfg.tick_interval_ms, cfg.allowance_ms(policy))
+    worker = faust.Worker(app, loglevel=cfg.loglevel, quiet=True)
+    worker.execute_from_commandline()
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from streams.core.policy import PolicyError, parse_duration_ms
+    if value.strip() == "0":
+        return 0
+    try:
+        return parse_duration_ms(value, param.name or "")
+    except PolicyError as exc:
+        raise click.BadParameter(exc.message if hasattr(exc, "message") else str(exc)) from exc
+
+
+@click.command("worker")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
+              envvar="SETTLEWATCH_CONFIG", help="Policy file (default: the packaged sample).")
+@click.option("--bootstrap", envvar="SETTLEWATCH_BOOTSTRAP", help="Kafka bootstrap servers "
+              "[127.0.0.1:9092].")
+@click.option("--metrics-port", type=int, envvar="SETTLEWATCH_METRICS_PORT",
+              help="Prometheus /metrics port, 0 for none [9308].")
+@click.option("--metrics-addr", envvar="SETTLEWATCH_METRICS_ADDR",
+              help="Address the metrics server binds [127.0.0.1].")
+@click.option("--app-id", envvar="SETTLEWATCH_APP_ID",
+              help="faust app id: consumer group and changelog prefix [settlewatch].")
+@click.option("--topic-prefix", envvar="SETTLEWATCH_TOPIC_PREFIX",
+              help="Prefix for every topic name (a private topic set).")
+@click.option("--partitions", type=int, envvar="SETTLEWATCH_PARTITIONS",
+              help="Partitions of the input, tick and anomaly topics [6].")
+@click.option("--tick-interval", callback=_duration, envvar="SETTLEWATCH_TICK_INTERVAL",
+              help="How often silent inputs are checked, 0 for no clock ticks [1s].")
+@click.option("--tick-allowance", callback=_duration, envvar="SETTLEWATCH_TICK_ALLOWANCE",
+              help="A tick moves event time to the wall clock minus this [lateness + 2m].")
+@click.option("--tick-idle", callback=_duration, envvar="SETTLEWATCH_TICK_IDLE",
+              help="An input is silent after this long without a record [10s].")
+@click.option("--dedupe-lookback", callback=_duration, envvar="SETTLEWATCH_DEDUPE_LOOKBACK",
+              help="How far back the output is read on restore to drop repeats [15m].")
+@click.option("--data-dir", envvar="SETTLEWATCH_DATA_DIR",
+              help="faust data directory [.settlewatch/<app id>].")
+@click.option("--store", envvar="SETTLEWATCH_STORE",
+              help="faust table store: memory:// or rocksdb:// [memory://].")
+@click.option("--loglevel", envvar="SETTLEWATCH_LOGLEVEL", help="[info]")
+def worker_command(**options: Any) -> None:
+    """Run the live monitor: reconcile the POS and settlement topics into findings."""
+    names = {"tick_interval": "tick_interval_ms", "tick_allowance": "tick_allowance_ms",
+             "tick_idle": "tick_idle_ms", "dedupe_lookback": "dedupe_lookback_ms"}
+    overrides = {names.get(k, k): v for k, v in options.items()}
+    try:
+        cfg = LiveConfig.from_env(**overrides)
+        load_policy_for(cfg)
+    except Exception as exc:  # PolicyError, a bad SETTLEWATCH_* value
+        raise click.ClickException(str(exc)) from exc
+    sys.argv = [sys.argv[0]]  # faust's Worker reads no options of ours
+    run_worker(cfg)

@@ -154,8 +154,9 @@ class _Zone:
         self.mixed: set[int] = set()  # buckets with an offset change inside (never cached)
 
     def exact_offset_ms(self, ms: int) -> int:
-        local = (_EPOCH + timedelta(milliseconds=ms)).astimezone(self.info)
-        return local.utcoffset() // _ONE_MS
+        offset = (_EPOCH + timedelta(milliseconds=ms)).astimezone(self.info).utcoffset()
+        assert offset is not None  # an aware datetime always has one
+        return offset // _ONE_MS
 
     def offset_ms(self, ms: int) -> int:
         """The slow path of the hot loops: fill the bucket's cache entry, or answer exactly."""
@@ -255,7 +256,7 @@ class Policy:
         hit = self._by_acquirer.get(acquirer)
         if hit is None:
             hit = self._acquirer_entry(acquirer)
-        if hit.__class__ is Cycle:
+        if isinstance(hit, Cycle):
             return hit
         # Some cycle for this acquirer names merchants: resolve and memoise the pair.
         key = (acquirer, merchant_id)

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .events import (
     AUTHORISATION,
@@ -262,18 +262,18 @@ class Reconciler:
         m = self.merchants.get(mid)
         if m is None:
             m = self.merchants[mid] = Merchant(mid)
-        is_credit = type(event) is Credit
         if t < self.clock_ms:
             # Late data: the timeline has moved past it. Apply it now rather than drop it.
             self.stats.late_data += 1
             if self.observer is not None:
-                self.observer.on_late_data(SETTLEMENTS if is_credit else AUTHORISATIONS)
+                self.observer.on_late_data(
+                    SETTLEMENTS if isinstance(event, Credit) else AUTHORISATIONS)
             self._release(event, m)
             self._run()
             return self._take()
         self._seq = seq = self._seq + 1
         m.buffered[seq] = event
-        if is_credit:
+        if isinstance(event, Credit):
             heapq.heappush(self._buffer, (t, _CREDIT_RANK, event.credit_id, seq, mid))
             if t > self.max_credit_ms:
                 self.max_credit_ms = t
@@ -335,12 +335,13 @@ class Reconciler:
                 event = buffered.pop(seq)
                 if not buffered:
                     m.buffered = {}  # a dict keeps its peak size; a quiet merchant's shrinks
+                # the rank says which kind of event it is (see on_event)
                 if rank == 0:
-                    self._on_sale(event, m)
+                    self._on_sale(cast(PosEvent, event), m)
                 elif rank == _CREDIT_RANK:
-                    self._on_credit(event, m)
+                    self._on_credit(cast(Credit, event), m)
                 else:
-                    self._on_adjustment(event, m)
+                    self._on_adjustment(cast(PosEvent, event), m)
             else:
                 if next_timer >= clock:  # timers fire once the clock has passed them
                     return
@@ -386,7 +387,7 @@ class Reconciler:
     # -- applying events -------------------------------------------------------------------------
 
     def _release(self, event: PosEvent | Credit, m: Merchant) -> None:
-        if type(event) is Credit:
+        if isinstance(event, Credit):
             self._on_credit(event, m)
         elif event.type == AUTHORISATION:
             self._on_sale(event, m)
@@ -456,7 +457,7 @@ class Reconciler:
                 if s.auth_id == e.auth_id:
                     sale = s
                     break
-        if sale is None:
+        if item is None or sale is None:
             # A refund of a sale we never saw (or no longer keep): the acquirer will net it
             # into some credit; remember it as a deduction that can explain a short payment.
             self._note_deduction(m, e)
@@ -610,9 +611,10 @@ class Reconciler:
         self._retain(item, m, when)
         if state == VOID:
             expected = 0
-            cause = "declined_sale" if all(not s.approved for s in item.sales) else "reversal_not_netted"
+            why = ("declined_sale" if all(not s.approved for s in item.sales)
+                   else "reversal_not_netted")
             self._emit(FindingKind.OVERPAID, Status.OPEN, item, (c.credit_id,), expected,
-                       c.amount_minor, event_time_ms=when, cause=cause, credit_id=c.credit_id)
+                       c.amount_minor, event_time_ms=when, cause=why, credit_id=c.credit_id)
             rec.judged = True
             return
         if item.payer is not None:
@@ -627,7 +629,7 @@ class Reconciler:
             self._emit(FindingKind.MISSING, Status.RESOLVED, item, (c.credit_id,), expected,
                        c.amount_minor, event_time_ms=c.event_time_ms)
         if c.event_time_ms > item.close_ms:
-            cause = "holiday_delay" if self.policy.holidays_between(
+            cause: str | None = "holiday_delay" if self.policy.holidays_between(
                 item.deadline_ms, c.event_time_ms) else None
             self._emit(FindingKind.LATE, Status.OPEN, item, (c.credit_id,), expected,
                        c.amount_minor, event_time_ms=c.event_time_ms, cause=cause,
@@ -773,8 +775,10 @@ class Reconciler:
     def _tolerance(self, item: Item) -> int:
         """absolute_minor per sale in the credit, plus relative_bps of the expected net."""
         expected = self._expected(item)
+        cached = item.cached
+        assert cached is not None  # filled by _expected
         tol = self.policy.tolerance
-        return tol.absolute_minor * max(item.cached[1], 1) + (
+        return tol.absolute_minor * max(cached[1], 1) + (
             abs(expected) * tol.relative_bps // 10_000)
 
     def _probable_cause(self, c: Credit, items: list[Item], diff: int, tolerance: int,
@@ -928,7 +932,7 @@ class Reconciler:
         for plain in snap["buffered"]:
             e = _event_from_plain(plain)
             self._seq += 1
-            if type(e) is Credit:
+            if isinstance(e, Credit):
                 heapq.heappush(self._buffer, (e.event_time_ms, _CREDIT_RANK, e.credit_id,
                                               self._seq, merchant_id))
             else:
@@ -970,7 +974,9 @@ def _credit_evidence(c: Credit) -> dict[str, Any]:
             "batch_id": c.batch_id, "fee_minor": c.fee_minor}
 
 
-_SALE_FIELDS = Sale.__slots__
+_SALE_FIELDS = ("auth_id", "terminal_id", "channel", "amount_minor", "approved",
+                "event_time_ms", "reversed_minor", "refunded_minor", "pan_masked", "adjustments")
+
 
 
 def _item_to_plain(i: Item) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
@@ -94,8 +95,14 @@ class SmtpSink:
         kwargs: dict = {}
         if self.authenticator is not None:
             # Plain-text AUTH is acceptable on loopback only; a real relay would use STARTTLS.
+            # PLAIN only: aiosmtpd's LOGIN challenge ("User Name") is not the "Username:" that
+            # Alertmanager's LOGIN client expects, which then aborts with "unexpected server
+            # challenge".
             kwargs.update(authenticator=self.authenticator, auth_required=True,
-                          auth_require_tls=False)
+                          auth_require_tls=False, auth_exclude_mechanism=["LOGIN"])
+            if host in ("127.0.0.1", "localhost", "::1"):
+                warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS",
+                                        UserWarning, "aiosmtpd.smtp")
         self._controller = Controller(self.handler, hostname=host, port=self.port,
                                       server_hostname="settlewatch-smtpsink", **kwargs)
 
@@ -148,13 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=2525)
     p.add_argument("--maildir", required=True, type=Path, help="directory for the .eml files")
     p.add_argument("--auth-user", help="require SMTP AUTH with this user")
-    p.add_argument("--auth-password-file", type=Path, help="file holding the AUTH password")
+    p.add_argument("--auth-password-file", type=Path,
+                   help="file holding the AUTH password (all of it: no trailing newline)")
     args = p.parse_args(argv)
     auth = None
     if args.auth_user:
         if not args.auth_password_file:
             p.error("--auth-user needs --auth-password-file")
-        auth = (args.auth_user, args.auth_password_file.read_text().strip())
+        # Byte for byte, as Alertmanager reads its smtp_auth_password_file.
+        auth = (args.auth_user, args.auth_password_file.read_text())
 
     def echo(line: str) -> None:
         print(line, flush=True)

@@ -14,12 +14,14 @@
 #   SW_ALERTMANAGER_PORT   [9095] (9093 is Kafka's controller listener)
 #   SW_METRICS_TARGETS     comma-separated host:port of the workers' /metrics [127.0.0.1:9308]
 #   SW_SCRAPE_INTERVAL     scrape and rule evaluation interval [5s]
+#   SW_PROMETHEUS_RETENTION  TSDB retention [15d] (the delay alert compares with 7 days)
 #   SW_SMTP_HOST, SW_SMTP_PORT          [127.0.0.1, 2525] (python -m streams.smtpsink)
 #   SW_SMTP_FROM, SW_SMTP_TO            [settlewatch@localhost, ops@localhost]
 #   SW_SMTP_TO_ONCALL      address for critical pages [SW_SMTP_TO]
 #   SW_SMTP_USERNAME       empty: no SMTP AUTH []
-#   SW_SMTP_PASSWORD_FILE  file holding the SMTP password; Alertmanager reads it itself, the
-#                          password never enters the rendered config []
+#   SW_SMTP_PASSWORD_FILE  file holding the SMTP password and nothing else (no trailing
+#                          newline: Alertmanager 0.25 sends the bytes as they are); Alertmanager
+#                          reads it itself, the password never enters the rendered config []
 #   SW_SMTP_REQUIRE_TLS    STARTTLS required [false for 127.0.0.1/localhost, true otherwise]
 #   SW_RUNBOOK_BASE_URL    prefix for the rules' runbook_url (alerts/runbook.md#...) in mails,
 #                          e.g. https://git.example.com/settlewatch/-/blob/main/ []
@@ -152,6 +154,13 @@ _swm_render_alertmanager() {
         _swm_log "SW_SMTP_USERNAME is set but SW_SMTP_PASSWORD_FILE (${vals[SW_SMTP_PASSWORD_FILE]}) is not a readable file"
         return 1
     fi
+    # Alertmanager 0.25 sends the file's bytes as they are: a trailing newline (echo pw >file)
+    # becomes part of the password and the relay answers 535.
+    if [[ -n ${vals[SW_SMTP_PASSWORD_FILE]} && -s ${vals[SW_SMTP_PASSWORD_FILE]} &&
+        $(tail -c 1 "${vals[SW_SMTP_PASSWORD_FILE]}" | od -An -c | tr -d ' ') == '\n' ]]; then
+        _swm_log "SW_SMTP_PASSWORD_FILE ends with a newline, which Alertmanager would send as part of the password; write it with printf '%s' \"\$password\" >file"
+        return 1
+    fi
     case ${vals[SW_SMTP_REQUIRE_TLS]} in true | false) ;; *)
         _swm_log "SW_SMTP_REQUIRE_TLS must be true or false"
         return 1
@@ -238,6 +247,13 @@ _swm_pid() {
 
 _swm_port_busy() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
 
+# The lines of a log that say what went wrong, then its last lines.
+_swm_log_tail() {
+    local log=$1
+    grep -iE 'error|level=(error|fatal)|err=' "$log" 2>/dev/null | tail -n 5 | sed 's/^/  ! /' >&2
+    tail -n 15 "$log" 2>/dev/null | sed 's/^/  | /' >&2
+}
+
 _swm_ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/-/ready" 2>/dev/null; }
 
 # _swm_start NAME BINARY PORT ARGS...: start in the background, pid file, wait for /-/ready.
@@ -251,8 +267,8 @@ _swm_start() {
             _swm_log "$name already running (pid $pid), config reloaded"
             return 0
         fi
-        _swm_log "$name (pid $pid) is running but did not reload its config; last log lines:"
-        tail -n 20 "$log" >&2
+        _swm_log "$name (pid $pid) is running but did not reload its config; its log says:"
+        _swm_log_tail "$log"
         return 1
     fi
     if _swm_port_busy "$port"; then
@@ -269,15 +285,15 @@ _swm_start() {
             return 0
         fi
         if ! kill -0 "$pid" 2>/dev/null; then
-            _swm_log "$name exited during start; last log lines ($log):"
-            tail -n 30 "$log" >&2
+            _swm_log "$name exited during start; its log ($log) says:"
+            _swm_log_tail "$log"
             rm -f "$pidf"
             return 1
         fi
         sleep 0.1
     done
-    _swm_log "$name not ready on port $port after 30 s; last log lines ($log):"
-    tail -n 30 "$log" >&2
+    _swm_log "$name not ready on port $port after 30 s; its log ($log) says:"
+    _swm_log_tail "$log"
     return 1
 }
 

@@ -328,7 +328,7 @@ def test_thresholds_live_in_one_group():
     assert len(thresholds) >= 12
     for threshold in thresholds:
         assert text.count(threshold) >= 2, f"{threshold} is recorded but not used"
-    rest = text.split("- name: settlewatch-recording", 1)[1]
+    rest = text.split("- name: settlewatch-settlement", 1)[1]
     # No bare threshold numbers in alert expressions: a comparison is with a threshold series,
     # with 0 (any) or with 1 / 0 for up-ness.
     for expr in re.findall(r"expr: \|\n((?:          .*\n)+)", rest):

@@ -105,8 +105,9 @@ COMMON_FEE_BPS = (38, 50, 55, 60, 78, 100, 125)
 class Observer(Protocol):
     """What the reconciler reports besides findings; the metrics edge implements it."""
 
-    def on_settled(self, acquirer: str, currency: str, delay_ms: int, amount_minor: int) -> None: ...
-    def on_item_closed(self, acquirer: str, matched: bool) -> None: ...
+    def on_settled(self, acquirer: str, currency: str, delay_ms: int, amount_minor: int,
+                   channel: str = "") -> None: ...
+    def on_item_closed(self, acquirer: str, matched: bool, channel: str = "") -> None: ...
     def on_late_data(self, source: str) -> None: ...
     def on_redelivery(self, source: str) -> None: ...
 
@@ -582,7 +583,8 @@ class Reconciler:
         item.state = TRANSITIONS[(OPEN, trigger)]
         self._retain(item, m, item.close_ms)
         if self.observer is not None and trigger != CLOSE_NOTHING_DUE:
-            self.observer.on_item_closed(item.acquirer, trigger == CLOSE_PAID)
+            self.observer.on_item_closed(item.acquirer, trigger == CLOSE_PAID,
+                                         channel=_channel(item))
         if trigger == CLOSE_UNPAID:
             self._emit(FindingKind.MISSING, Status.OPEN, item, (), expected, 0,
                        event_time_ms=item.close_ms)
@@ -640,8 +642,11 @@ class Reconciler:
     def _settled(self, item: Item, rec: CreditRec) -> None:
         if self.observer is not None:
             c = rec.credit
+            # A credit paying several items counts its amount once, with its first item.
+            amount = c.amount_minor if rec.items and rec.items[0] == item.key else 0
             self.observer.on_settled(item.acquirer, item.currency,
-                                     c.event_time_ms - item.last_sale_ms, c.amount_minor)
+                                     c.event_time_ms - item.last_sale_ms, amount,
+                                     channel=_channel(item))
 
     def _maybe_judge(self, rec: CreditRec, m: Merchant) -> None:
         """Judge a credit's amount once every item it pays has closed and no ref is pending."""
@@ -948,6 +953,15 @@ class Reconciler:
 
 # ---------------------------------------------------------------------------------------------
 # Plain-data conversions (snapshots and evidence).
+
+
+def _channel(item: Item) -> str:
+    """The item's sale channel for metrics: a batch of several channels is "mixed"."""
+    first = item.sales[0].channel
+    for s in item.sales:
+        if s.channel != first:
+            return "mixed"
+    return first
 
 
 def _iso_day(ordinal: int) -> str:

@@ -311,12 +311,12 @@ def test_the_reconciler_reports_through_the_observer_and_the_collector(registry)
     m.findings_published(rec.advance_to(t0 + 2 * HOUR))  # both +30m deadlines have passed
 
     assert value(registry, "settlewatch_settlement_delay_seconds_count", acquirer="acq-fast",
-                 channel="") == 1
+                 channel="credit") == 1
     assert value(registry, "settlewatch_settlement_delay_seconds_sum", acquirer="acq-fast",
-                 channel="") == 600
-    assert value(registry, "settlewatch_items_closed_total", acquirer="acq-fast", channel="",
+                 channel="credit") == 600
+    assert value(registry, "settlewatch_items_closed_total", acquirer="acq-fast", channel="credit",
                  outcome="matched") == 1
-    assert value(registry, "settlewatch_items_closed_total", acquirer="acq-fast", channel="",
+    assert value(registry, "settlewatch_items_closed_total", acquirer="acq-fast", channel="credit",
                  outcome="unmatched") == 1
     assert value(registry, "settlewatch_findings_total", kind="missing", acquirer="acq-fast",
                  status="open") == 1

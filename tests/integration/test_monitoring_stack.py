@@ -14,15 +14,11 @@ Missing prometheus/alertmanager binaries are installed by monitoring_up; a failu
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -38,107 +34,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from tests.test_monitoring import exercise, open_items_now  # noqa: E402
 
+try:  # tests/integration is not a package: pytest puts it on sys.path
+    from monitoring_helpers import GRAFANA, GRAFANA_VARS, MonitoringStack, wait_until
+except ModuleNotFoundError:  # it became one
+    from tests.integration.monitoring_helpers import (GRAFANA, GRAFANA_VARS, MonitoringStack,
+                                                      wait_until)
+
 pytestmark = pytest.mark.integration
-
-MONITORING_SH = ROOT / "deploy" / "local" / "monitoring.sh"
-GRAFANA = ROOT / "grafana"
-# Grafana's variables, replaced the way Grafana would with "All" selected.
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s",
-                "$acquirer": ".*", "$channel": ".*", "$topic": ".*", "$instance": ".*"}
-
-
-class MonitoringStack:
-    """Prometheus and Alertmanager started through deploy/local/monitoring.sh."""
-
-    def __init__(self, run_dir: Path, targets: list[str], sink: SmtpSink, *,
-                 smtp_user: str | None = None, smtp_password_file: Path | None = None,
-                 prometheus_port: int | None = None, alertmanager_port: int | None = None):
-        self.run_dir = Path(run_dir)
-        self.prometheus_port = prometheus_port or free_port()
-        self.alertmanager_port = alertmanager_port or free_port()
-        self.env = {
-            **os.environ,
-            "SW_RUN_DIR": str(self.run_dir),
-            "SW_PROMETHEUS_PORT": str(self.prometheus_port),
-            "SW_ALERTMANAGER_PORT": str(self.alertmanager_port),
-            "SW_METRICS_TARGETS": ",".join(targets),
-            "SW_SMTP_HOST": sink.host, "SW_SMTP_PORT": str(sink.port),
-            "SW_SMTP_FROM": "settlewatch@test.example", "SW_SMTP_TO": "ops@test.example",
-            "SW_SMTP_USERNAME": smtp_user or "",
-            "SW_SMTP_PASSWORD_FILE": str(smtp_password_file or ""),
-            "SW_SMTP_REQUIRE_TLS": "false",
-        }
-        self.env.pop("SW_ACQUIRER_CONTACTS", None)
-
-    def _sh(self, function: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", "-c", f". {MONITORING_SH} && {function}"], env=self.env,
-                              capture_output=True, text=True, timeout=600)
-
-    def up(self) -> MonitoringStack:
-        t0 = time.monotonic()
-        out = self._sh("monitoring_up")
-        assert out.returncode == 0, f"monitoring_up failed:\n{out.stdout}\n{out.stderr}"
-        self.up_seconds = time.monotonic() - t0
-        return self
-
-    def down(self) -> None:
-        out = self._sh("monitoring_down")
-        assert out.returncode == 0, out.stderr
-
-    def status(self) -> subprocess.CompletedProcess:
-        return self._sh("monitoring_status")
-
-    def pid(self, name: str) -> int:
-        return int((self.run_dir / "monitoring" / f"{name}.pid").read_text())
-
-    # -- HTTP APIs --
-
-    def _get(self, port: int, path: str, **params) -> dict:
-        url = f"http://127.0.0.1:{port}{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        try:
-            with urllib.request.urlopen(url, timeout=10) as r:
-                return json.load(r)
-        except urllib.error.HTTPError as e:
-            return json.loads(e.read() or b"{}") | {"http_status": e.code}
-
-    def query(self, expr: str) -> dict:
-        """Prometheus /api/v1/query; the whole answer (status, data or errorType, error)."""
-        return self._get(self.prometheus_port, "/api/v1/query", query=expr)
-
-    def rules(self) -> list[dict]:
-        groups = self._get(self.prometheus_port, "/api/v1/rules")["data"]["groups"]
-        return [r for g in groups for r in g["rules"]]
-
-    def prometheus_alerts(self) -> list[dict]:
-        return self._get(self.prometheus_port, "/api/v1/alerts")["data"]["alerts"]
-
-    def targets(self) -> list[dict]:
-        return self._get(self.prometheus_port, "/api/v1/targets")["data"]["activeTargets"]
-
-    def alertmanager_alerts(self) -> list[dict]:
-        return self._get(self.alertmanager_port, "/api/v2/alerts")
-
-    def post_alerts(self, alerts: list[dict]) -> None:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.alertmanager_port}/api/v2/alerts",
-            data=json.dumps(alerts).encode(), headers={"Content-Type": "application/json"},
-            method="POST")
-        with urllib.request.urlopen(req, timeout=10) as r:
-            assert r.status == 200
-
-
-def wait_until(check, timeout: float, what: str, poll: float = 1.0):
-    """Poll `check()` until it returns something truthy; fail with `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(poll)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 # -- fixtures -----------------------------------------------------------------------------------

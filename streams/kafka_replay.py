@@ -380,6 +380,19 @@ def merge_delays(parts: list[dict[str, Any]]) -> dict[str, Any]:
 # ---- reading -------------------------------------------------------------------------------
 
 
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process image (VmHWM; getrusage's ru_maxrss would also
+    count the memory of the process that exec'd this one)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 class _Reader:
     """Reads some groups' streams with one kafka-python consumer and feeds their ReplayRuns.
 
@@ -388,8 +401,9 @@ class _Reader:
 
     def __init__(self, bootstrap: str, groups: list[Group], spec: RangeSpec, policy: Policy,
                  parts_dir: Path, counters, consumer_config: dict[str, Any] | None,
-                 on_poll: Callable[[], None] | None = None) -> None:
+                 on_poll: Callable[[], None] | None = None, evidence: bool = True) -> None:
         self.bootstrap = bootstrap
+        self.evidence = evidence
         self.groups = groups
         self.spec = spec
         self.policy = policy
@@ -407,7 +421,8 @@ class _Reader:
         runs, observers = {}, {}
         for g in self.groups:
             obs = DelayObserver(spec)
-            run = ReplayRun(policy, self.parts_dir / g.name, keep=spec.keep, observer=obs)
+            run = ReplayRun(policy, self.parts_dir / g.name, keep=spec.keep, observer=obs,
+                            evidence=self.evidence)
             obs.reconciler = run.reconciler
             runs[g.index], observers[g.index] = run, obs
         state = {}  # stream index -> [buffer, last key, done, paused]
@@ -437,8 +452,9 @@ class _Reader:
             (self.parts_dir / g.name / "delays.json").write_bytes(
                 orjson.dumps(observers[g.index].to_dict()))
         self.stats["finish_s"] += time.perf_counter() - t0
-        self.stats["peak_rss_mb"] = round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.stats["peak_rss_mb"] = round(peak_rss_bytes() / 2**20, 1)
+        self.stats["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
         return self.stats
 
     def _loop(self, consumer, by_tp, state, group_of, runs, filt) -> None:
@@ -644,12 +660,12 @@ def _assign(groups: list[Group], workers: int) -> list[list[Group]]:
 
 
 def _worker_main(bootstrap, groups, spec, policy, parts_dir, counters, consumer_config,
-                 worker_no) -> None:
+                 worker_no, evidence) -> None:
     try:
         from streams.runtime import tune_gc
         tune_gc()
         stats = _Reader(bootstrap, groups, spec, policy, parts_dir, counters,
-                        consumer_config).run()
+                        consumer_config, evidence=evidence).run()
         (parts_dir / f"worker{worker_no}.json").write_bytes(orjson.dumps(stats))
     except BaseException:  # reported by the parent with this traceback
         traceback.print_exc()
@@ -748,6 +764,8 @@ def _merge_parts(out: Path, parts_dir: Path, plan: Plan, spec: RangeSpec) -> dic
         shutil.rmtree(evidence)
     evidence.mkdir()
     for name in names:
+        if not (parts_dir / name / "evidence").is_dir():
+            continue
         for f in sorted((parts_dir / name / "evidence").glob("*.json")):
             os.replace(f, evidence / f.name)
     summary: dict[str, Any] = {"events_read": 0, "events_valid": 0, "rejected": 0,
@@ -879,7 +897,7 @@ def replay_kafka(policy: Policy, bootstrap: str, from_ms: int, to_ms: int,
                  tail_ms: int = DEFAULT_TAIL_MS, topics: Topics = Topics(),
                  workers: int | None = None, compare_live: bool = False, report: bool = True,
                  progress: bool | None = None, consumer_config: dict[str, Any] | None = None,
-                 config_name: str | None = None) -> KafkaReplayResult:
+                 config_name: str | None = None, evidence: bool = True) -> KafkaReplayResult:
     """Replay [from_ms, to_ms) of the topics into `out_dir`; see the module docstring."""
     if to_ms <= from_ms:
         raise ReplayError("--to must be after --from")
@@ -911,7 +929,7 @@ def replay_kafka(policy: Policy, bootstrap: str, from_ms: int, to_ms: int,
         counters = [0] * len(plan.streams)
         bar = Progress(plan, counters, progress)
         stats = _Reader(bootstrap, plan.groups, spec, policy, parts_dir, counters,
-                        consumer_config, on_poll=bar.update).run()
+                        consumer_config, on_poll=bar.update, evidence=evidence).run()
         bar.close()
         worker_stats.append(stats)
     else:
@@ -920,7 +938,7 @@ def replay_kafka(policy: Policy, bootstrap: str, from_ms: int, to_ms: int,
         bar = Progress(plan, counters, progress)
         procs = [ctx.Process(target=_worker_main, name=f"settlewatch-replay-{n}", daemon=True,
                              args=(bootstrap, share, spec, policy, parts_dir, counters,
-                                   consumer_config, n))
+                                   consumer_config, n, evidence))
                  for n, share in enumerate(shares)]
         for p in procs:
             p.start()
@@ -931,7 +949,7 @@ def replay_kafka(policy: Policy, bootstrap: str, from_ms: int, to_ms: int,
                     raise ReplayError(f"replay worker {failed[0].name} failed "
                                       f"(exit {failed[0].exitcode}); its error is above")
                 bar.update()
-                procs[0].join(timeout=0.1)
+                next(p for p in procs if p.is_alive() or p is procs[-1]).join(timeout=0.1)
             failed = [p for p in procs if p.exitcode != 0]
             if failed:
                 raise ReplayError(f"replay worker {failed[0].name} failed "

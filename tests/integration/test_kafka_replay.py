@@ -23,7 +23,16 @@ from streams.cli import main
 from streams.core.events import Credit
 from streams.core.policy import default_policy
 from streams.core.reconcile import Reconciler, feed
-from streams.kafka_replay import Topics, replay_kafka, replay_kafka_cli
+from streams.kafka_replay import (
+    Group,
+    Plan,
+    Progress,
+    ReplayError,
+    Stream,
+    Topics,
+    replay_kafka,
+    replay_kafka_cli,
+)
 from streams.replay import replay_files
 from streams.simulator import SimConfig, Simulation, parse_faults
 
@@ -369,3 +378,43 @@ def test_the_cli_options_reach_the_kafka_replay(scenario, kafka_bootstrap, tmp_p
                                     str(tmp_path / "y"), "--from", "2026-10-11T00:00:00Z",
                                     "--to", "2026-10-08T00:00:00Z"])
     assert cli.exit_code != 0 and "--to must be after --from" in cli.output
+
+
+def test_a_topic_that_does_not_exist_is_named_in_the_error(kafka_bootstrap, tmp_path):
+    topics = Topics("no-such.pos.authorisations", "no-such.pos.settlements")
+    with pytest.raises(ReplayError, match="no-such.pos.authorisations does not exist"):
+        replay_kafka(POLICY, kafka_bootstrap, FROM, TO, tmp_path, topics=topics, progress=False)
+
+
+class _Terminal:
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+
+def test_the_progress_bar_shows_each_topic_the_rate_and_the_time_left_only_on_a_terminal():
+    plan = Plan([Group(0, "p0", [Stream(0, "in.auths", 0, wire.AUTH_TOPIC, 100, 1100),
+                                 Stream(1, "in.credits", 0, wire.SETTLEMENT_TOPIC, 0, 500)])])
+    counters = [400, 200]
+    quiet = _Terminal(tty=False)
+    bar = Progress(plan, counters, stream=quiet)
+    bar.update(force=True)
+    bar.close()
+    assert quiet.text == ""
+    line = Progress(plan, counters, stream=_Terminal(tty=True)).render({"in.auths": 400,
+                                                                         "in.credits": 200}, 2.0)
+    assert "in.auths 400/1,000" in line and "in.credits 200/500" in line
+    assert "40%" in line and "300 ev/s" in line and "0:03 left" in line
+    loud = _Terminal(tty=True)
+    bar = Progress(plan, counters, stream=loud)
+    bar.update(force=True)
+    bar.close()
+    assert loud.text.startswith("\rreplay [") and loud.text.endswith("\n")

@@ -919,6 +919,8 @@ def replay_kafka(policy: Policy, bootstrap: str, from_ms: int, to_ms: int,
     if parts_dir.exists():
         shutil.rmtree(parts_dir)
     parts_dir.mkdir()
+    for stale in ("compare_live.json", "report.html"):  # of an earlier run into the same DIR
+        (out / stale).unlink(missing_ok=True)
     with_work = [g for g in plan.groups if g.records]
     if workers is None:
         workers = os.cpu_count() or 1

@@ -354,6 +354,11 @@ def test_compare_live_lists_what_the_live_monitor_missed_and_what_it_alone_repor
     assert "compare-live" in page.ids
     text = " ".join(page.text)
     assert dropped["subject"] in text and "0123456789abcdef01234567" in text
+    # a later replay into the same directory without --compare-live leaves no stale comparison
+    replay_kafka(POLICY, kafka_bootstrap, FROM, TO, tmp_path, topics=scenario,
+                 lead_in_ms=LEAD_IN, workers=2, progress=False)
+    assert not (tmp_path / "compare_live.json").exists()
+    assert 'id="compare-live"' not in (tmp_path / "report.html").read_text()
 
 
 def test_a_range_before_any_record_reads_nothing_and_finds_nothing(scenario, kafka_bootstrap,

@@ -37,6 +37,9 @@ AT_STAKE = {
     "orphan": ("credited for no known sale", lambda f: f["received_minor"]),
 }
 DAY_MS = 86_400_000
+_TICK = 'text-anchor="middle" font-size="11" fill="#444"'
+_LABEL = 'text-anchor="end" font-size="11" fill="#444"'
+_GRID = 'stroke="#e4e4e4"'
 _LINE_STYLE = {"p50": 'stroke="#222" stroke-width="2"',
                "p90": 'stroke="#c0392b" stroke-width="2" stroke-dasharray="4 3"'}
 
@@ -98,7 +101,8 @@ def _overview(summary: dict, findings: list[dict]) -> str:
             rows.append(("Merchants", ", ".join(rng["merchants"])))
         if rng.get("acquirers"):
             rows.append(("Acquirers", ", ".join(rng["acquirers"])))
-        rows.append(("Kafka records in the offsets read", f"{kafka.get('records_in_offsets', 0):,}"))
+        rows.append(("Kafka records in the offsets read",
+                     f"{kafka.get('records_in_offsets', 0):,}"))
     else:
         rows.append(("Final watermark", summary.get("until")))
     if summary.get("config"):
@@ -189,7 +193,8 @@ def _delays(delays: dict) -> str:
     acquirers = delays.get("acquirers") or {}
     if not acquirers:
         return ('<section id="delays"><h2>Settlement delay per acquirer</h2>'
-                "<p>No credit was matched to a sale while the clock was in the range.</p></section>")
+                "<p>No credit was matched to a sale while the clock was in the range.</p>"
+                "</section>")
     # x axis: log10 of seconds, from 1 s to the largest bucket seen (at least a day)
     top = max(max(int(b) for b in a["buckets"]) for a in acquirers.values())
     x_max = max(math.log10(bucket_bounds_s(top)[1]), math.log10(86_400))
@@ -208,14 +213,14 @@ def _delays(delays: dict) -> str:
     y0 = 20
     for s, label in ticks:
         svg.append(f'<line x1="{x(s):.1f}" y1="{y0}" x2="{x(s):.1f}" '
-                   f'y2="{height - 24}" stroke="#e4e4e4"/>')
-        svg.append(f'<text x="{x(s):.1f}" y="{height - 8}" text-anchor="middle" font-size="11" fill="#444">{label}</text>')
+                   f'y2="{height - 24}" {_GRID}/>')
+        svg.append(f'<text x="{x(s):.1f}" y="{height - 8}" {_TICK}>{label}</text>')
     rows = []
     for n, (acq, a) in enumerate(sorted(acquirers.items())):
         top_y = y0 + n * (row_h + gap)
         buckets = {int(b): c for b, c in a["buckets"].items()}
         peak = max(buckets.values())
-        svg.append(f'<text x="{left - 8}" y="{top_y + row_h / 2 + 4:.0f}" text-anchor="end" font-size="11" fill="#444">'
+        svg.append(f'<text x="{left - 8}" y="{top_y + row_h / 2 + 4:.0f}" {_LABEL}>'
                    f'{e(acq)}</text>')
         svg.append(f'<line x1="{left}" y1="{top_y + row_h}" x2="{width - right}" '
                    f'y2="{top_y + row_h}" stroke="#999"/>')
@@ -237,7 +242,8 @@ def _delays(delays: dict) -> str:
                     + f'<td class="n">{_fmt_s(a["max_bucket_s"])}</td></tr>')
     svg.append("</svg>")
     table = ("<table><thead><tr><th>acquirer</th><th>credits</th><th>p50</th><th>p90</th>"
-             f"<th>p99</th><th>max (bucket)</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+             "<th>p99</th><th>max (bucket)</th></tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table>")
     return ('<section id="delays"><h2>Settlement delay per acquirer</h2>'
             '<p class="note">Time from an item\'s latest sale to the credit that paid it, for '
             "credits matched while the replay clock was in the range; log scale, four bars per "
@@ -269,8 +275,8 @@ def _timeline(findings: list[dict], rng: dict) -> str:
            'role="img" aria-label="findings per day">']
     for frac in (0, 0.5, 1):
         y = top_pad + plot_h * (1 - frac)
-        svg.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e4e4e4"/>')
-        svg.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="#444">{round(peak * frac):,}'
+        svg.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" {_GRID}/>')
+        svg.append(f'<text x="{left - 6}" y="{y + 4:.1f}" {_LABEL}>{round(peak * frac):,}'
                    "</text>")
     label_every = max(1, math.ceil(len(days) / 14))
     for n, d in enumerate(days):
@@ -287,7 +293,7 @@ def _timeline(findings: list[dict], rng: dict) -> str:
                        "</title></rect>")
         if n % label_every == 0:
             svg.append(f'<text x="{x0 + bar_w / 2:.1f}" y="{top_pad + plot_h + 16}" '
-                       f'text-anchor="middle" font-size="11" fill="#444">{_day(d)[5:]}</text>')
+                       f'{_TICK}>{_day(d)[5:]}</text>')
     lx = left
     for kind in KINDS:
         svg.append(f'<rect x="{lx}" y="{height - 14}" width="10" height="10" '
@@ -334,7 +340,8 @@ def _row(f: dict) -> str:
 def _table(findings: list[dict], css: str = "findings") -> str:
     head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in _COLUMNS)
     rows = "\n".join(_row(f) for f in findings)
-    return f'<table class="{css} sortable"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    return (f'<table class="{css} sortable"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
 
 
 def _by_time(findings: list[dict]) -> list[dict]:

@@ -58,9 +58,11 @@ def _bad_records() -> list[tuple[str, bytes, int, str]]:
     return [
         (wire.AUTH_TOPIC, b'{"type": "authorisation", "event_id": ', t("2026-10-08T06:00:00Z"),
          "malformed_json"),
-        (wire.AUTH_TOPIC, orjson.dumps({**good, "event_id": "EP", "pan_masked": "4111111111111111"}),
+        (wire.AUTH_TOPIC,
+         orjson.dumps({**good, "event_id": "EP", "pan_masked": "4111111111111111"}),
          t("2026-10-09T01:00:00Z"), "full_pan"),
-        (wire.AUTH_TOPIC, orjson.dumps({**good, "event_id": "EF", "event_time": "2026-10-09T12:00:00Z"}),
+        (wire.AUTH_TOPIC,
+         orjson.dumps({**good, "event_id": "EF", "event_time": "2026-10-09T12:00:00Z"}),
          t("2026-10-09T10:00:00Z"), "future_timestamp"),
         (wire.AUTH_TOPIC, orjson.dumps({**good, "event_id": "EN", "amount_minor": -5}),
          t("2026-10-10T08:00:00Z"), "bad_amount"),

@@ -339,6 +339,7 @@ class ReconcilerObserver:
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
         self._delay_children: dict[tuple[str, str], Any] = {}
+        self._opened: set[tuple[str, str, str]] = set()
 
     def on_settled(self, acquirer: str, currency: str, delay_ms: int, amount_minor: int,
                    channel: str = "") -> None:
@@ -352,6 +353,19 @@ class ReconcilerObserver:
             self._delay_children[(acquirer, channel)] = child
         child.observe(max(delay_ms, 0) / 1000)
         m.settled_amount.labels(acquirer, currency).inc(max(amount_minor, 0))
+
+    def on_item_opened(self, acquirer: str, currency: str, channel: str = "") -> None:
+        """A sale opened a new item: create its series at 0 now, at least deadline + grace
+        before the item can close, so that a scrape sees 0 before the first increase (a
+        series born at its first value is invisible to increase() and rate())."""
+        m = self._m
+        key = (acquirer, currency, channel)
+        if key in self._opened:
+            return
+        m._first_sight(acquirer, currency)
+        m.items_closed.labels(acquirer, channel, "matched")
+        m.items_closed.labels(acquirer, channel, "unmatched")
+        self._opened.add(key)
 
     def on_item_closed(self, acquirer: str, matched: bool, channel: str = "") -> None:
         """An item's deadline plus grace passed, with (matched) or without a credit."""

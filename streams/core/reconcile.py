@@ -107,6 +107,7 @@ class Observer(Protocol):
 
     def on_settled(self, acquirer: str, currency: str, delay_ms: int, amount_minor: int,
                    channel: str = "") -> None: ...
+    def on_item_opened(self, acquirer: str, currency: str, channel: str = "") -> None: ...
     def on_item_closed(self, acquirer: str, matched: bool, channel: str = "") -> None: ...
     def on_late_data(self, source: str) -> None: ...
     def on_redelivery(self, source: str) -> None: ...
@@ -422,6 +423,8 @@ class Reconciler:
             item = m.items.get(key)
             if item is None:
                 item = m.items[key] = Item(key, subject, e, cycle, True)
+                if self.observer is not None:
+                    self.observer.on_item_opened(e.acquirer, e.currency, e.channel)
             m.batch_of[auth_id] = key
             item.sales.append(sale)
             item.cached = None
@@ -437,6 +440,8 @@ class Reconciler:
             key = auth_id
             item = m.items[key] = Item(key, auth_id, e, cycle, False)
             item.sales = [sale]  # exactly one: no spare capacity
+            if self.observer is not None:
+                self.observer.on_item_opened(e.acquirer, e.currency, e.channel)
             item.deadline_ms = policy.deadline_ms(e.event_time_ms, cycle)
             item.close_ms = item.deadline_ms + cycle.grace_ms
             self._timer(item.close_ms, _CLOSE, m.merchant_id, key)

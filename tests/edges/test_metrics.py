@@ -325,3 +325,17 @@ def test_the_reconciler_reports_through_the_observer_and_the_collector(registry)
     assert value(registry, "settlewatch_open_unsettled_items", acquirer="acq-fast",
                  currency="CNY", age="1-6h") == 1
     assert value(registry, "settlewatch_event_clock_lag_seconds") == 3600
+
+
+def test_an_acquirers_series_exist_at_zero_once_a_sale_opens_an_item(registry):
+    # increase() cannot see a series born at its first value: the zero must be scraped first
+    t0 = ms("2026-10-09 10:00")
+    m = Metrics.create(registry, now=lambda: t0 / 1000)
+    rec = Reconciler(policy(), observer=m.observer())
+    rec.on_event(sale("a1", t0, 10_000))
+    rec.advance_to(t0 + MIN)  # released, not yet due
+    for outcome in ("matched", "unmatched"):
+        assert value(registry, "settlewatch_items_closed_total", acquirer="acq-fast",
+                     channel="credit", outcome=outcome) == 0
+    assert value(registry, "settlewatch_findings_total", kind="missing", acquirer="acq-fast",
+                 status="open") == 0

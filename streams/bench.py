@@ -244,7 +244,10 @@ def bench_replay(bootstrap: str, events: int, *, policy: Policy | None = None, d
                    *cmd[3:], "--workers", "1"]
         with tempfile.TemporaryDirectory(prefix="settlewatch-bench-", dir=out_parent) as out:
             cmd += ["--out", out]
-            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"the replay failed (exit {done.returncode}):\n"
+                                   + done.stderr[-12000:])
         replay = json.loads(done.stdout.strip().splitlines()[-1])
     finally:
         if not keep_topics:

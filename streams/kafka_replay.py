@@ -309,6 +309,10 @@ def bucket_bounds_s(b: int) -> tuple[float, float]:
     return 2 ** ((b - 1) / _STEPS_PER_DOUBLING), 2 ** (b / _STEPS_PER_DOUBLING)
 
 
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    pass
+
+
 class DelayObserver:
     """Reconciler observer: settlement delays (latest sale to credit) per acquirer, counted when
     the partition's clock is in the range (settlements judged during the lead-in are left out)."""
@@ -330,6 +334,9 @@ class DelayObserver:
         h[delay_bucket(delay_ms)] += 1
         self.amounts[(acquirer, currency)] += amount_minor
 
+    def on_item_opened(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
     def on_item_closed(self, *args: Any, **kwargs: Any) -> None:
         pass
 
@@ -338,6 +345,12 @@ class DelayObserver:
 
     def on_redelivery(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        # An observer hook added to the core later is not this observer's business.
+        if name.startswith("on_"):
+            return _ignore
+        raise AttributeError(name)
 
     def to_dict(self) -> dict[str, Any]:
         return {"histograms": {a: {str(b): n for b, n in sorted(h.items())}

@@ -27,7 +27,10 @@ or after to + tail (`tail`, 6 h by default, lets an event of the range that was 
 late still count). A partition with no record at or after the start time has nothing to read; one
 with no record at or after the end time is read up to its end offset at the start of the replay.
 Every record is filtered on its event_time, since record time is close to, not equal to, event time.
-The Kafka record timestamp is the record time of the future_timestamp rule, as live.
+The Kafka record timestamp is the record time of the future_timestamp rule, as live. The look-up
+trusts producers' clocks: the broker returns the first offset stamped at or after a time, so a
+record stamped far ahead by a broken producer clock can end a partition's read early (when that
+puts the end before the start, the partition is read to its end, with a warning).
 
 Reconciling per partition, as live. The live worker runs one reconciler per partition number
 over partition n of both input topics (co-partitioned by merchant_id); replay does the same, so
@@ -273,10 +276,19 @@ def make_plan(consumer, topics: Topics, spec: RangeSpec, max_future_ms: int) -> 
             + ", ".join(gaps) + "; the range may have lost records (check retention.ms)")
     wire_topic = {topics.authorisations: wire.AUTH_TOPIC, topics.settlements: wire.SETTLEMENT_TOPIC}
     streams: dict[tuple[str, int], Stream] = {}
+    disordered = []
     for n, tp in enumerate(tps):
         end = found_end[tp].offset if found_end.get(tp) is not None else ends[tp]
+        if end < start[tp]:
+            # A record stamped after the range sits before it (a producer's clock was off): the
+            # time index cannot bound this partition, so read it to its end.
+            disordered.append(f"{tp.topic}[{tp.partition}]")
+            end = ends[tp]
         streams[(tp.topic, tp.partition)] = Stream(n, tp.topic, tp.partition, wire_topic[tp.topic],
-                                                   start[tp], max(end, start[tp]))
+                                                   start[tp], end)
+    if disordered:
+        warnings.append("record timestamps out of order on " + ", ".join(disordered)
+                        + ": read to the end offsets")
     a, s = counts[topics.authorisations], counts[topics.settlements]
     if a == s:
         groups = [Group(i, f"p{p}", [streams[(topics.authorisations, p)],
@@ -438,7 +450,7 @@ class _Reader:
                             evidence=self.evidence)
             obs.reconciler = run.reconciler
             runs[g.index], observers[g.index] = run, obs
-        state = {}  # stream index -> [buffer, last key, done, paused]
+        state: dict[int, _StreamState] = {}  # by stream index
         by_tp = {}
         for g in self.groups:
             for s in g.streams:

@@ -135,7 +135,7 @@ def _totals(findings: list[dict]) -> str:
             resolved[acq] += 1
             continue
         counts[acq][kind] += 1
-        if kind == "missing" and f["anomaly_id"] not in still_missing:
+        if kind not in AT_STAKE or (kind == "missing" and f["anomaly_id"] not in still_missing):
             continue
         stake[(acq, f["currency"])][kind] += AT_STAKE[kind][1](f)
     head = "".join(f'<th><span class="dot" style="background:{COLOURS[k]}"></span>{k}</th>'

@@ -287,7 +287,8 @@ def _run_replay(bootstrap: str, prefix: str, from_ms: int, to_ms: int, out: str,
 @click.option("--bootstrap", required=True, help="Kafka to produce the stream to and replay.")
 @click.option("--events", default=2_000_000, show_default=True, type=int)
 @click.option("--days", default=5.0, show_default=True, type=float,
-              help="Days of event time the events span (memory follows the rate, not this).")
+              help="Days of event time the events span (memory follows the event rate and "
+              "the keep_settled window, not the span).")
 @click.option("--workers", type=int, help="Replay worker processes (default: CPUs).")
 @click.option("--evidence/--no-evidence", default=True, show_default=True,
               help="Write evidence/<anomaly_id>.json (one file per finding).")

@@ -366,8 +366,11 @@ def _time_option(value: str | None) -> int | None:
               help="Write report.html (Kafka replay).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: only on a terminal).")
+@click.option("--evidence/--no-evidence", default=True, show_default=True,
+              help="Write evidence/<anomaly_id>.json per finding (one file each: slow for "
+                   "millions of findings).")
 def replay_command(config, inputs, until, out_dir, bootstrap, from_, to, merchants, acquirers,
-                   lead_in, compare_live, report, progress) -> None:
+                   lead_in, compare_live, report, progress, evidence) -> None:
     """Replay recorded events (files, or a time range of the Kafka topics) into findings."""
     policy = _load(config)
     tune_gc()
@@ -378,9 +381,11 @@ def replay_command(config, inputs, until, out_dir, bootstrap, from_, to, merchan
         result = kafka_replay.replay_kafka_cli(
             policy=policy, bootstrap=bootstrap, from_ms=_time_option(from_),
             to_ms=_time_option(to), out_dir=out_dir, merchants=merchants, acquirers=acquirers,
-            lead_in=lead_in, compare_live=compare_live, report=report, progress=progress)
+            lead_in=lead_in, compare_live=compare_live, report=report, progress=progress,
+            evidence=evidence)
     else:
         if not inputs:
             raise click.UsageError("give at least one --input file (or --bootstrap)")
-        result = replay_files(policy, list(inputs), out_dir, _time_option(until))
+        result = replay_files(policy, list(inputs), out_dir, _time_option(until),
+                              evidence=evidence)
     click.echo(result.line())

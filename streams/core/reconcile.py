@@ -135,9 +135,13 @@ class Stats:
 class Sale:
     # No event_id: a sale is one auth_id, and a second authorisation for it is a redelivery.
     __slots__ = ("auth_id", "terminal_id", "channel", "amount_minor", "approved",
-                 "event_time_ms", "reversed_minor", "refunded_minor", "pan_masked", "adjustments")
+                 "event_time_ms", "reversed_minor", "refunded_minor", "pan_masked", "adjustments",
+                 "refs")
 
     def __init__(self, e: PosEvent, terminal_id: str) -> None:
+        # STAN, RRN and auth code: what a bank asks for to trace a sale (None when none given)
+        self.refs: tuple[str | None, str | None, str | None] | None = (
+            (e.stan, e.rrn, e.auth_code) if e.stan or e.rrn or e.auth_code else None)
         self.auth_id = e.auth_id
         self.terminal_id = terminal_id
         self.channel = e.channel
@@ -981,6 +985,8 @@ def _sale_evidence(s: Sale, item: Item, policy: Policy) -> dict[str, Any]:
         "amount_minor": s.amount_minor, "status": "approved" if s.approved else "declined",
         "event_time_ms": s.event_time_ms, "reversed_minor": s.reversed_minor,
         "refunded_minor": s.refunded_minor, "pan_masked": s.pan_masked,
+        "stan": s.refs[0] if s.refs else None, "rrn": s.refs[1] if s.refs else None,
+        "auth_code": s.refs[2] if s.refs else None,
         "fee_bps": policy.fee_bps(s.channel),
         "fee_minor": policy.fee_minor(s.channel, captured) if captured else 0,
         "adjustments": [list(a) for a in (s.adjustments or ())],
@@ -994,7 +1000,8 @@ def _credit_evidence(c: Credit) -> dict[str, Any]:
 
 
 _SALE_FIELDS = ("auth_id", "terminal_id", "channel", "amount_minor", "approved",
-                "event_time_ms", "reversed_minor", "refunded_minor", "pan_masked", "adjustments")
+                "event_time_ms", "reversed_minor", "refunded_minor", "pan_masked", "adjustments",
+                "refs")
 
 
 
@@ -1023,8 +1030,11 @@ def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy) -> Ite
     item.sales = []
     for values in p["sales"]:
         s = Sale.__new__(Sale)
+        s.refs = None  # snapshots written before refs were kept have no such value
         for f, v in zip(_SALE_FIELDS, values):
             setattr(s, f, v)
+        if s.refs is not None:
+            s.refs = (s.refs[0], s.refs[1], s.refs[2])
         if s.adjustments is not None:
             s.adjustments = [tuple(a) for a in s.adjustments]
         item.sales.append(s)

@@ -29,6 +29,7 @@ SETTLEWATCH_* variables (streams.live.LiveConfig).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -52,6 +53,7 @@ from streams.live import (
     InputView,
     LiveConfig,
     LivePartition,
+    OffsetSequencer,
     RateLimitedLog,
     clock_key,
     encode_tick,
@@ -93,6 +95,40 @@ def _in_partition(event: Any):
         _current_event.reset(token)
 
 
+class SourcePartitionTable(faust.Table):
+    """A faust Table whose changelog partition is the current event's partition, like
+    faust's own, without faust's check that the changelog has as many partitions as the
+    source topic: that check reads the consumer's metadata, which for a changelog faust has
+    just created can still say 0 partitions (then every write raised PartitionsMismatch on a
+    fresh app id). The worker checks the partition counts of its own topics at start-up."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sent: list = []
+
+    def partition_for_key(self, key: Any) -> int | None:
+        from faust.streams import current_event
+        event = current_event()
+        if event is None:
+            raise TypeError("Cannot modify table key from outside of stream iteration")
+        return event.message.partition
+
+    # As faust's Table, and keep each changelog send's future, to be awaited.
+    def on_key_set(self, key: Any, value: Any) -> None:
+        self._sent.append(self.send_changelog(self.partition_for_key(key), key, value))
+        self._sensor_on_set(self, key, value)
+
+    def on_key_del(self, key: Any) -> None:
+        self._sent.append(self.send_changelog(self.partition_for_key(key), key, value=None,
+                                              value_serializer="raw"))
+        self._sensor_on_del(self, key)
+
+    def take_sent(self) -> list:
+        """Futures of the changelog records sent since the last call."""
+        sent, self._sent = self._sent, []
+        return sent
+
+
 class Runtime:
     """Everything the agent, the timer and the rebalance hooks share in one worker process."""
 
@@ -118,6 +154,12 @@ class Runtime:
         self.merchants: Any = None  # faust tables, set by create_app
         self.clocks: Any = None
         self.batches = 0
+        self.stage = "idle"
+        self.tick_next: dict[int, int] = {}  # next tick offset to process, per partition
+        self.sequencer = OffsetSequencer()
+        self.stream: Any = None  # the agent's stream (for the watchdog)
+        self._suspect: tuple[int, frozenset] | None = None
+        self.watchdog_state = "not run"
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -258,6 +300,9 @@ class Runtime:
         return [p for p in self.assigned() if p not in self.parts and p not in self._building]
 
     def on_assigned(self, assigned: set[TP]) -> None:
+        # Silence is judged from now on: a partition this worker has not read yet is not idle
+        # merely because the worker took a while to join the group.
+        self.progress.started_ms = _wall_ms()
         keep = {tp.partition for tp in assigned if tp.topic == self.topics.ticks}
         gone = [p for p in self.parts if p not in keep]
         for p in gone:
@@ -266,12 +311,18 @@ class Runtime:
                 for topic in (self.topics.authorisations, self.topics.settlements):
                     self.metrics.remove_consumer_lag(topic, p)
         self.progress.forget(gone)
+        self.sequencer.forget(gone)
         if gone:
             log.info("partitions %s moved to another worker", sorted(gone))
 
     # -- the agent ------------------------------------------------------------------------
 
     async def handle_batch(self, events: list) -> None:
+        """Feed a batch to the partitions' reconcilers, then make it durable before faust acks
+        it: every changelog record and dead letter of the batch is acknowledged by the broker
+        before this returns (faust's own producer-buffer flush before a commit gives up after
+        0.1 s, which let a commit pass table writes still in the buffer). Findings are sent
+        after that, from the outboxes already saved."""
         t0 = time.perf_counter()
         now = _wall_ms()
         groups: dict[int, list] = {}
@@ -279,50 +330,86 @@ class Runtime:
             groups.setdefault(ev.message.partition, []).append(ev)
         inputs = 0
         missing = [p for p in groups if p not in self.parts]
+        self.stage = "building partitions"
         if missing:
             await self.ensure(missing + self.unbuilt())
+        producer = self.app.producer
+        durable: list = []  # futures of records that must be on the broker first
+        flushed = []
         for p, evs in groups.items():
             lp = self.parts[p]
-            inputs += self._feed(lp, p, evs, now)
-            self._flush(lp, p, evs[-1], now)
+            n, dead = self._feed(lp, p, evs, now)
+            inputs += n
+            self.stage = "sending dead letters"
+            for d in dead:
+                durable.append(await producer.send(self.topics.deadletter, d.key, d.value,
+                                                   None, None, None))
+            flushed.append((lp, self._write_state(lp, p, evs[-1], now, durable)))
+        self.stage = f"waiting for {len(durable)} changelog/dead-letter acks"
+        if durable:
+            await asyncio.gather(*durable)
+        self.stage = "sending findings"
+        for lp, fl in flushed:
+            for mid, record in fl.publish:
+                await self._send_finding(lp, mid, record)
+            if fl.findings:
+                self.metrics.findings_published(fl.findings)
+        self.stage = "rewinding"
+        await self._rewind()
+        self.stage = "idle"
         self.batches += 1
-        if self.metrics is not None and inputs:
+        if inputs:
             self.metrics.observe_processing(time.perf_counter() - t0, inputs)
 
-    def _feed(self, lp: LivePartition, p: int, evs: list, now: int) -> int:
-        kind_of, note = self.kind_of, self.progress.note
-        producer = self.app.producer
-        deadletter = self.topics.deadletter
+    def _feed(self, lp: LivePartition, p: int, evs: list, now: int) -> tuple[int, list]:
+        kind_of, note, admit = self.kind_of, self.progress.note, self.sequencer.admit
+        committed = getattr(self.app.consumer, "_committed_offset", {})
         n = 0
+        dead_letters = []
         for ev in evs:
             msg = ev.message
             kind = kind_of[msg.topic]
             if kind is TICK:
+                self.tick_next[p] = msg.offset + 1
                 if not lp.on_tick(msg.value):
                     log.warning("ignored a malformed tick at %s[%d]@%d", msg.topic, p, msg.offset)
                 continue
-            n += 1
-            note(msg.topic, p, msg.offset, now)
-            ts = msg.timestamp
-            record_ms = round(ts * 1000) if ts else now
-            try:
-                dead = lp.on_input(kind, msg.value, record_ms, msg.offset, msg.key)
-            except Exception as exc:  # a reconciler bug must not stop the partition
-                log.error("processing failed at %s[%d]@%d: %s (record dead-lettered)",
-                          msg.topic, p, msg.offset, type(exc).__name__)
-                dead = lp.failed(kind, msg.value, record_ms, msg.offset, msg.key, exc)
-            if dead is not None:
-                ok, dropped = self.reject_log.allow()
-                if ok:
-                    log.warning("dead letter %s from %s[%d]@%d%s", dead.reason, msg.topic, p,
-                                msg.offset, f" ({dropped} more not logged)" if dropped else "")
-                fut = asyncio.ensure_future(
-                    producer.send(deadletter, dead.key, dead.value, None, None, None))
-                fut.add_done_callback(_check_sent)
-        return n
+            for msg in admit((msg.topic, p), msg.offset, msg, committed.get(TP(msg.topic, p))):
+                n += 1
+                note(msg.topic, p, msg.offset, now)
+                ts = msg.timestamp
+                record_ms = round(ts * 1000) if ts else now
+                try:
+                    dead = lp.on_input(kind, msg.value, record_ms, msg.offset, msg.key)
+                except Exception as exc:  # a reconciler bug must not stop the partition
+                    log.error("processing failed at %s[%d]@%d: %s (record dead-lettered)",
+                              msg.topic, p, msg.offset, type(exc).__name__)
+                    dead = lp.failed(kind, msg.value, record_ms, msg.offset, msg.key, exc)
+                if dead is not None:
+                    ok, dropped = self.reject_log.allow()
+                    if ok:
+                        log.warning("dead letter %s from %s[%d]@%d%s", dead.reason, msg.topic,
+                                    p, msg.offset,
+                                    f" ({dropped} more not logged)" if dropped else "")
+                    dead_letters.append(dead)
+        return n, dead_letters
 
-    def _flush(self, lp: LivePartition, p: int, last_event: Any, now: int) -> None:
+    async def _rewind(self) -> None:
+        for (topic, p), offset in self.sequencer.take_rewinds().items():
+            log.warning("%s[%d]: records from offset %d were read by faust but never reached "
+                        "the agent (faust clears its queue when a rebalance ends); reading them "
+                        "again, later records held back until then", topic, p, offset)
+            await self.app.consumer.seek(TP(topic, p), offset)
+
+    def _write_state(self, lp: LivePartition, p: int, last_event: Any, now: int,
+                     durable: list) -> Any:
+        """Flush the partition's reconciler into the tables; the changelog sends' futures
+        go into `durable`."""
+        suppressed = lp.suppressed
         fl = lp.flush(now)
+        if lp.suppressed > suppressed:
+            log.info("partition %d: %d findings raised again were already on %s (not sent)",
+                     p, lp.suppressed - suppressed, self.topics.anomalies)
         if fl.writes or fl.clock is not None:
             merchants = self.merchants
             with _in_partition(last_event):
@@ -333,16 +420,109 @@ class Runtime:
                         del merchants[key]
                 if fl.clock is not None:
                     self.clocks[clock_key(p)] = fl.clock
-        for mid, record in fl.publish:
-            fut = asyncio.ensure_future(self._send_finding(lp, mid, record))
-            fut.add_done_callback(_check_sent)
-        if fl.findings and self.metrics is not None:
-            self.metrics.findings_published(fl.findings)
+            durable += self.merchants.take_sent()
+            durable += self.clocks.take_sent()
+        return fl
 
     async def _send_finding(self, lp: LivePartition, mid: str, record: dict) -> None:
+        """Hand a finding to the producer; the outbox is cleared once the broker has it."""
         sent = await self.app.producer.send(self.topics.anomalies, mid.encode(),
                                             orjson.dumps(record), lp.partition, None, None)
         sent.add_done_callback(partial(_on_finding_acked, lp, mid))
+
+    def dump_tasks(self) -> None:
+        """Log every asyncio task's stack (SIGUSR1): what a stuck worker is waiting for."""
+        import io
+        c = self.app.consumer
+        lines = [f"SIGUSR1: {len(asyncio.all_tasks())} tasks; partitions {sorted(self.parts)}, "
+                 f"building {sorted(self._building)}, batches {self.batches}, ready {self.ready}, "
+                 f"stage {self.stage}, watchdog: {self.watchdog_state}",
+                 f"consumer: active {sorted(getattr(c, '_active_partitions', None) or [])}, "
+                 f"buffered {sorted(getattr(c, '_buffered_partitions', None) or [])}, "
+                 f"paused {sorted(getattr(c, '_paused_partitions', None) or [])}, "
+                 f"flow_active {getattr(c, 'flow_active', None)}, "
+                 f"read offsets {dict(getattr(c, '_read_offset', {}))}, "
+                 f"producer buffer {self.app.producer.buffer.size}, "
+                 f"in_recovery {self.app.in_recovery}, rebalancing {self.app.rebalancing}"]
+        for agent in self.app.agents.values():
+            for actor in getattr(agent, "_actors", []):
+                stream = getattr(actor, "stream", None)
+                chan = getattr(stream, "channel", None)
+                queue = getattr(chan, "queue", None)
+                if queue is not None:
+                    lines.append(f"agent {agent.name}: channel queue {queue.qsize()}/"
+                                 f"{getattr(queue, 'maxsize', '?')}")
+        loops = [asyncio.get_running_loop()]
+        thread = getattr(self.app.consumer, "_thread", None)  # faust's consumer thread
+        if getattr(thread, "thread_loop", None) is not None:
+            loops.append(thread.thread_loop)
+        for loop in loops:
+            for task in asyncio.all_tasks(loop):
+                lines.append(f"task {task.get_name()}: " + " <- ".join(_await_chain(task)))
+        buf = io.StringIO()
+        for ident, frame in sys._current_frames().items():
+            import traceback
+            buf.write(f"--- thread {ident}\n")
+            traceback.print_stack(frame, limit=12, file=buf)
+        lines.append(buf.getvalue())
+        log.warning("\n".join(lines))
+
+    # -- the watchdog ---------------------------------------------------------------------
+
+    async def watchdog(self) -> None:
+        """Re-read records faust delivered but that never reached the agent.
+
+        faust's recovery resumes flow control, which clears the agent's queue, after stream
+        records may already have been fetched into it; their offsets count as read, so they are
+        never fetched again and the partition stalls with lag (seen after restarts with a
+        changelog to restore). When the agent is idle, its queue empty, and the consumer's read
+        offset of a partition is past the next offset this worker processed, for two checks in
+        a row with no batch in between, seek the partition back to that offset.
+        """
+        app = self.app
+        if not self.ready or self.stage != "idle":
+            self._suspect = None
+            self.watchdog_state = f"skipped: ready {self.ready}, stage {self.stage}"
+            return
+        queue = getattr(getattr(self.stream, "channel", None), "queue", None)
+        if queue is None or queue.qsize():
+            self._suspect = None
+            self.watchdog_state = f"skipped: queue {None if queue is None else queue.qsize()}"
+            return
+        read = getattr(app.consumer, "_read_offset", {})
+        committed = getattr(app.consumer, "_committed_offset", {})
+        lost = []
+        for tp in app.consumer.assignment():
+            kind = self.kind_of.get(tp.topic)
+            if kind is None:
+                continue
+            last = read.get(tp)
+            if last is None:
+                continue
+            if kind is TICK:
+                nxt = self.tick_next.get(tp.partition)
+            else:
+                nxt = self.sequencer.expected.get((tp.topic, tp.partition))
+            if nxt is None:
+                nxt = committed.get(tp) or 0
+            try:
+                end = app.consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                continue
+            if end is not None and nxt < end and last >= nxt:
+                lost.append((tp, nxt, last))
+        key = frozenset(tp for tp, _, _ in lost)
+        self.watchdog_state = (f"batches {self.batches}, suspect {self._suspect}, "
+                               f"lost {[(tp.topic, tp.partition, n, l) for tp, n, l in lost]}")
+        if not lost or self._suspect is None or self._suspect != (self.batches, key):
+            self._suspect = (self.batches, key) if lost else None
+            return
+        self._suspect = None
+        for tp, nxt, last in lost:
+            log.warning("%s[%d]: records %d-%d were read by faust but never reached the agent "
+                        "(faust cleared its queue on a rebalance); reading them again",
+                        tp.topic, tp.partition, nxt, last)
+            await app.consumer.seek(tp, nxt)
 
     # -- the clock ------------------------------------------------------------------------
 
@@ -387,17 +567,25 @@ class Runtime:
                 await app.producer.send(t.ticks, b"tick", encode_tick(target), p, None, None)
 
 
+def _await_chain(task: asyncio.Task) -> list[str]:
+    """Where a task waits: its coroutine and what each awaits, innermost last."""
+    out, obj = [], task.get_coro()
+    for _ in range(40):
+        if obj is None:
+            break
+        frame = (getattr(obj, "cr_frame", None) or getattr(obj, "ag_frame", None)
+                 or getattr(obj, "gi_frame", None))
+        if frame is not None:
+            out.append(f"{frame.f_code.co_name}@{os.path.basename(frame.f_code.co_filename)}:"
+                       f"{frame.f_lineno}")
+        obj = (getattr(obj, "cr_await", None) or getattr(obj, "ag_await", None)
+               or getattr(obj, "gi_yieldfrom", None))
+    return out
+
+
 def _iso(ms: int) -> str:
     from streams.wire import format_time_ms
     return format_time_ms(ms)
-
-
-def _check_sent(fut: asyncio.Future) -> None:
-    if fut.cancelled():
-        return
-    exc = fut.exception()
-    if exc is not None:
-        _die("a send to Kafka failed (%s: %s)", type(exc).__name__, exc)
 
 
 def _on_finding_acked(lp: LivePartition, mid: str, fut: asyncio.Future) -> None:
@@ -412,8 +600,13 @@ def load_policy_for(cfg: LiveConfig) -> Policy:
     return load_policy(cfg.config) if cfg.config else default_policy()
 
 
-def create_app(cfg: LiveConfig, policy: Policy | None = None) -> faust.App:
-    """The faust app for `cfg`: topics, tables, the agent, the tick timer and the hooks."""
+def create_app(cfg: LiveConfig, policy: Policy | None = None, *,
+               count_only: bool = False) -> faust.App:
+    """The faust app for `cfg`: topics, tables, the agent, the tick timer and the hooks.
+
+    `count_only` gives the throughput baseline instead: the same topics, settings and
+    batching, an agent that only counts records (settlewatch_events_read_total), no tables.
+    """
     policy = policy if policy is not None else load_policy_for(cfg)
     t = cfg.topics
     data_dir = cfg.data_dir or os.path.join(".settlewatch", cfg.app_id)
@@ -443,15 +636,31 @@ def create_app(cfg: LiveConfig, policy: Policy | None = None) -> faust.App:
     # Keys and values are bytes; the app's serializers are "raw".
     table_opts = dict(partitions=cfg.partitions, key_type=bytes, value_type=bytes,
                       extra_topic_configs={"max.message.bytes": str(MAX_VALUE_BYTES)})
-    rt.merchants = app.Table("merchants", help="merchant_id -> reconciler state + outbox",
-                             **table_opts)
-    rt.clocks = app.Table("clocks", help="p<n> -> partition n's event-time clock",
-                          **table_opts)
+    rt.merchants = app.tables.add(SourcePartitionTable(
+        app, name="merchants", beacon=app.tables.beacon,
+        help="merchant_id -> reconciler state + outbox", **table_opts))
+    rt.clocks = app.tables.add(SourcePartitionTable(
+        app, name="clocks", beacon=app.tables.beacon,
+        help="p<n> -> partition n's event-time clock", **table_opts))
 
     batch_within = cfg.batch_within_ms / 1000
 
+    if count_only:
+        @app.agent(src, concurrency=1, name="count")
+        async def count(stream):
+            event_read, ticks = rt.metrics.event_read, t.ticks
+            async for events in stream.take_events(cfg.batch_max, within=batch_within):
+                for ev in events:
+                    topic = ev.message.topic
+                    if topic != ticks:
+                        event_read(topic)
+
+        _add_hooks(app, rt)
+        return app
+
     @app.agent(src, concurrency=1, name="reconcile")
     async def reconcile(stream):
+        rt.stream = stream
         async for events in stream.take_events(cfg.batch_max, within=batch_within):
             try:
                 await rt.handle_batch(events)
@@ -461,6 +670,15 @@ def create_app(cfg: LiveConfig, policy: Policy | None = None) -> faust.App:
             except Exception as exc:
                 log.exception("batch failed")
                 _die("a batch failed (%s)", type(exc).__name__)
+
+    @app.timer(1.0, name="watchdog")
+    async def watchdog():
+        try:
+            await rt.watchdog()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("watchdog check failed: %s: %s", type(exc).__name__, exc)
 
     if cfg.tick_interval_ms > 0:
         @app.timer(cfg.tick_interval_ms / 1000, name="clock_tick")
@@ -472,9 +690,19 @@ def create_app(cfg: LiveConfig, policy: Policy | None = None) -> faust.App:
             except Exception as exc:  # the next tick tries again
                 log.warning("clock tick skipped: %s: %s", type(exc).__name__, exc)
 
+    _add_hooks(app, rt)
+    return app
+
+
+def _add_hooks(app: faust.App, rt: Runtime) -> None:
+    """Metrics server at start-up; readiness and partition hand-over on rebalances."""
     @app.task
     async def start_metrics():
         rt.serve_metrics()
+        import signal
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, rt.dump_tasks)
+        async with rt._aux_lock:  # connect early: the first tick should not wait for it
+            await rt._aux_consumer()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender, revoked, **kwargs):
@@ -489,8 +717,6 @@ def create_app(cfg: LiveConfig, policy: Policy | None = None) -> faust.App:
     async def on_rebalance_complete(sender, **kwargs):
         rt.ready = True
         rt.metrics.set_up(True)
-
-    return app
 
 
 _app: faust.App | None = None
@@ -542,19 +768,25 @@ def check_topics(cfg: LiveConfig, timeout_s: float = 30.0) -> list[str]:
     return problems
 
 
-def run_worker(cfg: LiveConfig) -> None:
+def run_worker(cfg: LiveConfig, *, count_only: bool = False) -> None:
     """Check the topics, then run the faust worker until SIGTERM / Ctrl-C."""
+    from streams.runtime import tune_gc
     logging.basicConfig(level=cfg.loglevel.upper(),
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    ours = logging.getLogger().handlers[-1:]
     problems = check_topics(cfg)
     if problems:
         raise click.ClickException("; ".join(problems))
     global _app
     policy = load_policy_for(cfg)
-    _app = app = create_app(cfg, policy)
-    log.info("settlewatch worker %s: %s on %s, topics %s, tick every %dms at wall clock - %dms",
-             cfg.app_id, cfg.config or "default policy", cfg.bootstrap,
-             ", ".join(cfg.topics.all()), cfg.tick_interval_ms, cfg.allowance_ms(policy))
+    _app = app = create_app(cfg, policy, count_only=count_only)
+    log.info("settlewatch worker %s%s: %s on %s, topics %s, tick every %dms at wall clock - %dms",
+             cfg.app_id, " (count only)" if count_only else "", cfg.config or "default policy",
+             cfg.bootstrap, ", ".join(cfg.topics.all()), cfg.tick_interval_ms,
+             cfg.allowance_ms(policy))
+    for handler in ours:  # faust installs its own; two would print every line twice
+        logging.getLogger().removeHandler(handler)
+    tune_gc()
     worker = faust.Worker(app, loglevel=cfg.loglevel, quiet=True)
     worker.execute_from_commandline()
 
@@ -594,15 +826,23 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
               help="An input is silent after this long without a record [10s].")
 @click.option("--dedupe-lookback", callback=_duration, envvar="SETTLEWATCH_DEDUPE_LOOKBACK",
               help="How far back the output is read on restore to drop repeats [15m].")
+@click.option("--session-timeout", callback=_duration, envvar="SETTLEWATCH_SESSION_TIMEOUT",
+              help="A worker that stops answering loses its partitions after this [10s].")
+@click.option("--offset-reset", type=click.Choice(["earliest", "latest"]),
+              envvar="SETTLEWATCH_OFFSET_RESET",
+              help="Where a new app id starts reading the inputs [earliest].")
 @click.option("--data-dir", envvar="SETTLEWATCH_DATA_DIR",
               help="faust data directory [.settlewatch/<app id>].")
 @click.option("--store", envvar="SETTLEWATCH_STORE",
               help="faust table store: memory:// or rocksdb:// [memory://].")
 @click.option("--loglevel", envvar="SETTLEWATCH_LOGLEVEL", help="[info]")
-def worker_command(**options: Any) -> None:
+@click.option("--count-only", is_flag=True, hidden=True,
+              help="Throughput baseline: an agent that only counts records.")
+def worker_command(count_only: bool, **options: Any) -> None:
     """Run the live monitor: reconcile the POS and settlement topics into findings."""
     names = {"tick_interval": "tick_interval_ms", "tick_allowance": "tick_allowance_ms",
-             "tick_idle": "tick_idle_ms", "dedupe_lookback": "dedupe_lookback_ms"}
+             "tick_idle": "tick_idle_ms", "dedupe_lookback": "dedupe_lookback_ms",
+             "session_timeout": "session_timeout_ms"}
     overrides = {names.get(k, k): v for k, v in options.items()}
     try:
         cfg = LiveConfig.from_env(**overrides)
@@ -610,4 +850,105 @@ def worker_command(**options: Any) -> None:
     except Exception as exc:  # PolicyError, a bad SETTLEWATCH_* value
         raise click.ClickException(str(exc)) from exc
     sys.argv = [sys.argv[0]]  # faust's Worker reads no options of ours
-    run_worker(cfg)
+    run_worker(cfg, count_only=count_only)
+
+
+# ------------------------------------------------------------------------------- throughput
+def bench_worker(bootstrap: str, events: int, *, merchants: int = 2_000, days: int = 3,
+                 modes: tuple[str, ...] = ("count-only", "worker"), keep: bool = False,
+                 echo=print) -> list[dict]:
+    """Events/s of the worker reading a backlog, against the counting-only baseline.
+
+    Makes a private topic set, produces `events` simulated records (all in the past), then for
+    each mode starts `settlewatch worker` on that backlog (a fresh app id, no ticks) and times
+    it from its first record read to its last (from its own metrics).
+    """
+    import subprocess
+    import urllib.request
+    import uuid
+
+    from kafka.admin import KafkaAdminClient
+
+    from streams.core.policy import default_policy
+    from streams.producer import simulate_to_kafka
+    from streams.simulator import SimConfig, Simulation, parse_faults
+
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    topics = LiveConfig(topic_prefix=prefix).topics
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics({n: {"num_partitions": 6, "replication_factor": 1}
+                         for n in topics.all()}, wait_for_metadata=True)
+    now = _wall_ms()
+    start = now - (days + 8) * 86_400_000
+    cfg = SimConfig(start_ms=start, end_ms=start + days * 86_400_000, merchants=merchants,
+                    sales_per_second=events / 1.5 / (days * 86_400), seed=3, jitter_ms=60_000,
+                    faults=parse_faults("late=1%,missing=1%,duplicate=0.5%,underpaid=1%,"
+                                        "overpaid=0.5%,orphan=0.2%,refund_netted=0.5%"))
+    stream = [e for e in Simulation(cfg, default_policy()).events() if e.event_time_ms < now]
+    stats = simulate_to_kafka(stream, bootstrap, auth_topic=topics.authorisations,
+                              settlement_topic=topics.settlements)
+    echo(f"produced {stats.sent} records to {prefix}* in {stats.wall_s:.1f}s")
+    results = []
+    import socket
+    import tempfile
+    for mode in modes:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        workdir = tempfile.mkdtemp(prefix="sw-bench-")
+        cmd = [sys.executable, "-c", "from streams.cli import main; main()", "worker",
+               "--bootstrap", bootstrap, "--topic-prefix", prefix,
+               "--app-id", f"{prefix}{mode}", "--metrics-port", str(port),
+               "--tick-interval", "0", "--data-dir", workdir, "--loglevel", "warning"]
+        if mode == "count-only":
+            cmd.append("--count-only")
+        with open(os.path.join(workdir, "worker.log"), "wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+        first = last = None
+        n = 0
+        deadline = time.monotonic() + 120 + stats.sent / 1000
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                                timeout=2) as r:
+                        text = r.read().decode()
+                except OSError:
+                    continue
+                n = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                        if line.startswith("settlewatch_events_read_total{"))
+                if n and first is None:
+                    first = (time.monotonic(), n)
+                if n >= stats.sent:
+                    last = time.monotonic()
+                    break
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if first is None or last is None:
+            raise click.ClickException(f"{mode}: read {n:.0f} of {stats.sent} records; "
+                                       f"log in {workdir}/worker.log")
+        rate = (stats.sent - first[1]) / max(last - first[0], 1e-9)
+        result = {"bench": "worker", "mode": mode, "records": stats.sent,
+                  "seconds": round(last - first[0], 2), "records_per_s": round(rate)}
+        echo(json.dumps(result))
+        results.append(result)
+    if not keep:
+        admin.delete_topics(list(topics.all()))
+    admin.close()
+    return results
+
+
+@click.command("bench-worker")
+@click.option("--bootstrap", default="127.0.0.1:9092", envvar="SETTLEWATCH_BOOTSTRAP",
+              show_default=True)
+@click.option("--events", default=300_000, show_default=True, help="Records in the backlog.")
+@click.option("--merchants", default=2_000, show_default=True)
+@click.option("--keep-topics", is_flag=True, help="Leave the bench<id>.* topics in place.")
+def worker_bench_command(bootstrap: str, events: int, merchants: int, keep_topics: bool) -> None:
+    """Throughput of the live worker on a backlog, against a counting-only faust agent."""
+    bench_worker(bootstrap, events, merchants=merchants, keep=keep_topics, echo=click.echo)

@@ -335,11 +335,12 @@ def test_prometheus_sees_the_missing_findings_and_the_open_missing_credits(stack
         "settlewatch_open_missing_items > 0")} == {(DOWN, CURRENCY, MISSING_COUNT)}
     assert {(m["acquirer"], m["currency"], v) for m, v in stack.values(
         "settlewatch_open_missing_amount_minor > 0")} == {(DOWN, CURRENCY, MISSING_TOTAL_MINOR)}
-    # The credited sales closed matched, the missing ones unmatched.
+    # The credited sales closed matched, the missing ones unmatched; every acquirer's series
+    # exist from its first sale on, at 0 until something closes (so increase() sees the first).
     closed = {(m["acquirer"], m["outcome"]): v for m, v in stack.values(
         "sum by (acquirer, outcome) (settlewatch_items_closed_total)")}
     assert closed == {(DOWN, "matched"): 2, (FINE, "matched"): 3,
-                      (DOWN, "unmatched"): MISSING_COUNT}
+                      (DOWN, "unmatched"): MISSING_COUNT, (FINE, "unmatched"): 0}
 
 
 def test_the_missing_credit_alert_fires_and_its_email_reaches_the_sink(stack, smtp_sink,

@@ -990,7 +990,6 @@ def replay_kafka(policy: Policy, bootstrap: str, from_ms: int, to_ms: int,
         for n in range(len(procs)):
             worker_stats.append(orjson.loads((parts_dir / f"worker{n}.json").read_bytes()))
     summary = _merge_parts(out, parts_dir, plan, spec)
-    records = sum(s.get("records", 0) for s in worker_stats)
     summary["kafka"] = {
         "range": spec.describe(),
         "topics": {"authorisations": topics.authorisations, "settlements": topics.settlements},

@@ -158,7 +158,7 @@ class Simulation:
 
     def _raw_events(self) -> Iterator[tuple[int, PosEvent | Credit]]:
         """(generator time, event): sales in time order, and the credits they cause later."""
-        cfg, rng, policy = self.cfg, self._rng, self.policy
+        cfg, rng = self.cfg, self._rng
         merchants = self._merchants()
         self._batches: dict[tuple[str, str], list] = {}
         self._batch_close: list[tuple[int, str, str]] = []  # (close ms, merchant, batch id)

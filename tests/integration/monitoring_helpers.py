@@ -138,6 +138,18 @@ class MonitoringStack:
             assert r.status == 200
 
 
+def scrape_metrics(port: int) -> dict[tuple[str, tuple], float]:
+    """Every sample a worker serves on /metrics, keyed by (name, sorted labels); {} if none."""
+    from prometheus_client.parser import text_string_to_metric_families
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
 def wait_until(check, timeout: float, what: str, poll: float = 1.0):
     """Poll `check()` until it returns something truthy; fail with `what` after `timeout` s."""
     deadline = time.monotonic() + timeout

@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,16 +35,16 @@ from pathlib import Path
 import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from streams.live import Topics
 from streams.smtpsink import SmtpSink, free_port, text_of
 
 try:  # tests/integration is not a package: pytest puts it on sys.path
-    from monitoring_helpers import MonitoringStack, dashboard_queries, is_gone, wait_until
+    from monitoring_helpers import (MonitoringStack, dashboard_queries, is_gone,
+                                    scrape_metrics, wait_until)
 except ModuleNotFoundError:  # it became one
     from tests.integration.monitoring_helpers import (MonitoringStack, dashboard_queries,
-                                                      is_gone, wait_until)
+                                                      is_gone, scrape_metrics, wait_until)
 
 pytestmark = pytest.mark.integration
 
@@ -154,14 +153,7 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
     def samples(self) -> dict[tuple[str, tuple], float]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                        timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
-            return {}
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for fam in text_string_to_metric_families(text) for s in fam.samples}
+        return scrape_metrics(self.metrics_port)
 
     def wait_ready(self, timeout: float = 90) -> None:
         def ready():

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,7 +21,6 @@ from pathlib import Path
 import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from streams import wire
 from streams.core.events import Credit, PosEvent
@@ -31,6 +29,11 @@ from streams.core.reconcile import Reconciler, feed
 from streams.live import Topics, encode_tick
 from streams.producer import simulate_to_kafka
 from streams.simulator import SimConfig, Simulation, parse_faults
+
+try:  # tests/integration is not a package: pytest puts it on sys.path
+    from monitoring_helpers import scrape_metrics
+except ModuleNotFoundError:  # it became one
+    from tests.integration.monitoring_helpers import scrape_metrics
 
 PARTITIONS = 6
 MIN = 60_000
@@ -89,14 +92,7 @@ class Worker:
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         """Every sample of /metrics, keyed by (name, sorted labels); {} when not serving."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
-                                        timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
-            return {}
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for fam in text_string_to_metric_families(text) for s in fam.samples}
+        return scrape_metrics(self.port)
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.metrics().get((name, tuple(sorted(labels.items()))))

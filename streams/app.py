@@ -53,7 +53,7 @@ from streams.live import (
     InputView,
     LiveConfig,
     LivePartition,
-    OffsetSequencer,
+    OffsetChecker,
     RateLimitedLog,
     clock_key,
     encode_tick,
@@ -77,6 +77,36 @@ def _die(message: str, *args: Any) -> None:
     log.critical(message + "; exiting without commit so that nothing is skipped", *args)
     logging.shutdown()
     os._exit(EXIT_UNSAFE)
+
+
+_RESTARTS_ENV = "SW_LIVE_SELF_RESTARTS"  # "<count> <epoch s of the first>"
+MAX_SELF_RESTARTS = 5  # within SELF_RESTART_WINDOW_S; then exit and leave it to a supervisor
+SELF_RESTART_WINDOW_S = 600
+
+
+def _restart_self(reason: str) -> None:
+    """Start this worker again in place (same pid, same command line), without acking or
+    committing: the new process reads on from the committed offsets. For input faust lost on
+    its way to the agent (see streams.live.OffsetChecker); exits instead after
+    MAX_SELF_RESTARTS in ten minutes."""
+    raw = os.environ.get(_RESTARTS_ENV, "").split()
+    now = int(time.time())
+    count, first = (int(raw[0]), int(raw[1])) if len(raw) == 2 else (0, now)
+    if now - first > SELF_RESTART_WINDOW_S:
+        count, first = 0, now
+    if count >= MAX_SELF_RESTARTS:
+        _die(f"{reason}; {count} restarts in {SELF_RESTART_WINDOW_S}s already")
+    log.error("%s; restarting this worker to read again from the committed offsets", reason)
+    logging.shutdown()
+    os.environ[_RESTARTS_ENV] = f"{count + 1} {first}"
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            argv = [a.decode() for a in f.read().split(b"\0") if a]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *argv[1:]])
+    except OSError:
+        os._exit(EXIT_UNSAFE)
 
 
 @contextmanager
@@ -156,7 +186,7 @@ class Runtime:
         self.batches = 0
         self.stage = "idle"
         self.tick_next: dict[int, int] = {}  # next tick offset to process, per partition
-        self.sequencer = OffsetSequencer()
+        self.offsets_seen = OffsetChecker()
         self.stream: Any = None  # the agent's stream (for the watchdog)
         self._suspect: tuple[int, frozenset] | None = None
         self.watchdog_state = "not run"
@@ -216,6 +246,7 @@ class Runtime:
                 p = merchant_partition(v)
                 if p in wanted:
                     merchants[p].append((k, v))
+        await self._seed_offsets(partitions)
         lookback = self.cfg.dedupe_lookback_ms
         horizons = {p: LivePartition.horizon_ms(clocks[p], now, lookback) for p in partitions}
         published = await self._read_published(horizons)
@@ -234,6 +265,27 @@ class Runtime:
                      len(published[p]), self.topics.anomalies, _iso(horizons[p]), len(resend))
         log.info("partitions %s ready in %.2fs", sorted(partitions), time.monotonic() - started)
         return built
+
+    async def _seed_offsets(self, partitions: list[int]) -> None:
+        """Tell the offset checker where each input partition resumes: the group's committed
+        offset, read from Kafka (faust learns it only after it may already have delivered,
+        and lost, records of the partition)."""
+        from aiokafka import TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+        t = self.topics
+        tps = [TopicPartition(topic, p) for p in partitions
+               for topic in (t.authorisations, t.settlements)]
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.cfg.bootstrap,
+                                    client_id=f"{self.cfg.app_id}-offsets")
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(self.cfg.app_id, partitions=tps)
+        finally:
+            await admin.close()
+        for tp, om in offsets.items():
+            key = (tp.topic, tp.partition)
+            if om.offset >= 0:
+                self.offsets_seen.seed(key, om.offset)
 
     async def _aux_consumer(self) -> Any:
         """A group-less aiokafka consumer of our own, for offsets and the output's tail (the
@@ -311,7 +363,7 @@ class Runtime:
                 for topic in (self.topics.authorisations, self.topics.settlements):
                     self.metrics.remove_consumer_lag(topic, p)
         self.progress.forget(gone)
-        self.sequencer.forget(gone)
+        self.offsets_seen.forget(gone)
         if gone:
             log.info("partitions %s moved to another worker", sorted(gone))
 
@@ -354,15 +406,13 @@ class Runtime:
                 await self._send_finding(lp, mid, record)
             if fl.findings:
                 self.metrics.findings_published(fl.findings)
-        self.stage = "rewinding"
-        await self._rewind()
         self.stage = "idle"
         self.batches += 1
         if inputs:
             self.metrics.observe_processing(time.perf_counter() - t0, inputs)
 
     def _feed(self, lp: LivePartition, p: int, evs: list, now: int) -> tuple[int, list]:
-        kind_of, note, admit = self.kind_of, self.progress.note, self.sequencer.admit
+        kind_of, note, admit = self.kind_of, self.progress.note, self.offsets_seen.admit
         committed = getattr(self.app.consumer, "_committed_offset", {})
         n = 0
         dead_letters = []
@@ -374,32 +424,30 @@ class Runtime:
                 if not lp.on_tick(msg.value):
                     log.warning("ignored a malformed tick at %s[%d]@%d", msg.topic, p, msg.offset)
                 continue
-            for msg in admit((msg.topic, p), msg.offset, msg, committed.get(TP(msg.topic, p))):
-                n += 1
-                note(msg.topic, p, msg.offset, now)
-                ts = msg.timestamp
-                record_ms = round(ts * 1000) if ts else now
-                try:
-                    dead = lp.on_input(kind, msg.value, record_ms, msg.offset, msg.key)
-                except Exception as exc:  # a reconciler bug must not stop the partition
-                    log.error("processing failed at %s[%d]@%d: %s (record dead-lettered)",
-                              msg.topic, p, msg.offset, type(exc).__name__)
-                    dead = lp.failed(kind, msg.value, record_ms, msg.offset, msg.key, exc)
-                if dead is not None:
-                    ok, dropped = self.reject_log.allow()
-                    if ok:
-                        log.warning("dead letter %s from %s[%d]@%d%s", dead.reason, msg.topic,
-                                    p, msg.offset,
-                                    f" ({dropped} more not logged)" if dropped else "")
-                    dead_letters.append(dead)
+            verdict = admit((msg.topic, p), msg.offset, committed.get(TP(msg.topic, p)))
+            if verdict != "ok":
+                if verdict == "seen":
+                    continue
+                _restart_self(f"{msg.topic}[{p}]: record {msg.offset} arrived, but records from "
+                              f"{self.offsets_seen.expected.get((msg.topic, p))} on never reached "
+                              f"the agent (faust dropped them after a rebalance)")
+            n += 1
+            note(msg.topic, p, msg.offset, now)
+            ts = msg.timestamp
+            record_ms = round(ts * 1000) if ts else now
+            try:
+                dead = lp.on_input(kind, msg.value, record_ms, msg.offset, msg.key)
+            except Exception as exc:  # a reconciler bug must not stop the partition
+                log.error("processing failed at %s[%d]@%d: %s (record dead-lettered)",
+                          msg.topic, p, msg.offset, type(exc).__name__)
+                dead = lp.failed(kind, msg.value, record_ms, msg.offset, msg.key, exc)
+            if dead is not None:
+                ok, dropped = self.reject_log.allow()
+                if ok:
+                    log.warning("dead letter %s from %s[%d]@%d%s", dead.reason, msg.topic, p,
+                                msg.offset, f" ({dropped} more not logged)" if dropped else "")
+                dead_letters.append(dead)
         return n, dead_letters
-
-    async def _rewind(self) -> None:
-        for (topic, p), offset in self.sequencer.take_rewinds().items():
-            log.warning("%s[%d]: records from offset %d were read by faust but never reached "
-                        "the agent (faust clears its queue when a rebalance ends); reading them "
-                        "again, later records held back until then", topic, p, offset)
-            await self.app.consumer.seek(TP(topic, p), offset)
 
     def _write_state(self, lp: LivePartition, p: int, last_event: Any, now: int,
                      durable: list) -> Any:
@@ -444,6 +492,14 @@ class Runtime:
                  f"read offsets {dict(getattr(c, '_read_offset', {}))}, "
                  f"producer buffer {self.app.producer.buffer.size}, "
                  f"in_recovery {self.app.in_recovery}, rebalancing {self.app.rebalancing}"]
+        acked = getattr(c, "_acked", {})
+        for tp in sorted(acked, key=str):
+            if tp.topic in self.kind_of and acked[tp]:
+                a = sorted(acked[tp])
+                lines.append(f"acked {tp.topic}[{tp.partition}]: committed "
+                             f"{c._committed_offset.get(tp)}, {len(a)} acked {a[:12]}..{a[-3:]}, "
+                             f"gaps {list(getattr(c, '_gap', {}).get(tp, []))[:5]}, "
+                             f"expected {self.offsets_seen.expected.get((tp.topic, tp.partition))}")
         for agent in self.app.agents.values():
             for actor in getattr(agent, "_actors", []):
                 stream = getattr(actor, "stream", None)
@@ -470,15 +526,10 @@ class Runtime:
     # -- the watchdog ---------------------------------------------------------------------
 
     async def watchdog(self) -> None:
-        """Re-read records faust delivered but that never reached the agent.
-
-        faust's recovery resumes flow control, which clears the agent's queue, after stream
-        records may already have been fetched into it; their offsets count as read, so they are
-        never fetched again and the partition stalls with lag (seen after restarts with a
-        changelog to restore). When the agent is idle, its queue empty, and the consumer's read
-        offset of a partition is past the next offset this worker processed, for two checks in
-        a row with no batch in between, seek the partition back to that offset.
-        """
+        """Restart when faust lost the last records of a partition (no later record shows
+        the hole to the offset checker): the agent is idle, its queue empty, and the
+        consumer's read offset of a partition is past the next offset this worker processed,
+        for two checks in a row with no batch in between."""
         app = self.app
         if not self.ready or self.stage != "idle":
             self._suspect = None
@@ -502,7 +553,7 @@ class Runtime:
             if kind is TICK:
                 nxt = self.tick_next.get(tp.partition)
             else:
-                nxt = self.sequencer.expected.get((tp.topic, tp.partition))
+                nxt = self.offsets_seen.expected.get((tp.topic, tp.partition))
             if nxt is None:
                 nxt = committed.get(tp) or 0
             try:
@@ -518,11 +569,9 @@ class Runtime:
             self._suspect = (self.batches, key) if lost else None
             return
         self._suspect = None
-        for tp, nxt, last in lost:
-            log.warning("%s[%d]: records %d-%d were read by faust but never reached the agent "
-                        "(faust cleared its queue on a rebalance); reading them again",
-                        tp.topic, tp.partition, nxt, last)
-            await app.consumer.seek(tp, nxt)
+        tp, nxt, last = lost[0]
+        _restart_self(f"{tp.topic}[{tp.partition}]: records {nxt}-{last} were read by faust "
+                      f"but never reached the agent")
 
     # -- the clock ------------------------------------------------------------------------
 

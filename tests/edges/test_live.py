@@ -15,7 +15,7 @@ from streams.live import (
     InputView,
     LiveConfig,
     LivePartition,
-    OffsetSequencer,
+    OffsetChecker,
     RateLimitedLog,
     Topics,
     decode_merchant,
@@ -274,43 +274,32 @@ def test_rejects_are_logged_at_most_n_a_second():
     assert limit.allow() == (True, 2)
 
 
-# ------------------------------------------------------------------------ offset sequencing
+# --------------------------------------------------------------------------- offset checking
 K = ("t.pos.authorisations", 3)
 
 
-def test_records_pass_in_offset_order_and_a_redelivered_one_is_dropped():
-    seq = OffsetSequencer()
-    assert seq.admit(K, 10, "r10", committed=10) == ["r10"]
-    assert seq.admit(K, 11, "r11") == ["r11"]
-    assert seq.admit(K, 11, "again") == [] and seq.admit(K, 4, "old") == []
-    assert seq.take_rewinds() == {}
+def test_records_in_offset_order_pass_and_a_redelivered_one_is_dropped():
+    check = OffsetChecker()
+    assert check.admit(K, 10, committed=10) == "ok"
+    assert check.admit(K, 11) == "ok"
+    assert check.admit(K, 11) == "seen" and check.admit(K, 4) == "seen"
+    assert check.expected[K] == 12
 
 
-def test_a_hole_holds_later_records_back_until_a_re_read_fills_it():
-    seq = OffsetSequencer()
-    assert seq.admit(K, 20, "r20", committed=17) == []  # 17-19 never arrived
-    assert seq.admit(K, 21, "r21") == []
-    assert seq.take_rewinds() == {K: 17}
-    assert seq.admit(K, 22, "r22") == []
-    assert seq.take_rewinds() == {}  # one re-read per hole
-    assert seq.admit(K, 17, "r17") == ["r17"]
-    assert seq.admit(K, 18, "r18") == ["r18"]
-    assert seq.admit(K, 19, "r19") == ["r19", "r20", "r21", "r22"]
-    assert seq.admit(K, 20, "r20 again") == [] and seq.held == {}
+def test_a_record_after_missing_ones_is_a_hole():
+    check = OffsetChecker()
+    check.seed(K, 17)
+    assert check.admit(K, 20) == "hole"  # 17-19 never reached the agent
+    assert check.expected[K] == 17  # nothing was taken
 
 
-def test_a_hole_without_records_is_skipped_when_the_re_read_delivers_a_held_one_again():
-    seq = OffsetSequencer()
-    assert seq.admit(K, 5, "r5", committed=5) == ["r5"]
-    assert seq.admit(K, 8, "r8") == []  # 6 and 7 are transaction markers
-    assert seq.admit(K, 9, "r9") == []
-    assert seq.take_rewinds() == {K: 6}
-    assert seq.admit(K, 8, "r8 re-read") == ["r8", "r9"]
-    assert seq.holes_skipped == 1 and seq.expected[K] == 10
-
-
-def test_without_a_committed_offset_the_first_record_starts_the_count():
-    seq = OffsetSequencer()
-    assert seq.admit(K, 1000, "r1000") == ["r1000"]  # a new app id reading from the end
-    seq.forget([3])
-    assert seq.admit(K, 7, "r7", committed=7) == ["r7"]
+def test_the_first_record_is_expected_at_the_committed_offset_when_it_is_known():
+    check = OffsetChecker()
+    assert check.admit(K, 9, committed=7) == "hole"
+    assert OffsetChecker().admit(K, 1000) == "ok"  # a new app id reading from the end
+    seeded = OffsetChecker()
+    seeded.seed(K, 5)
+    seeded.seed(K, 2)  # the first seed wins
+    assert seeded.admit(K, 5) == "ok"
+    seeded.forget([3])
+    assert K not in seeded.expected

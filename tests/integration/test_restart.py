@@ -89,4 +89,5 @@ def test_a_worker_killed_mid_stream_loses_no_finding_and_repeats_none(
     log = second.log().split("--- start")[-1]
     restored = [int(n) for n in re.findall(r"partition \d+: (\d+) merchants and a saved clock",
                                            log)]
-    assert len(restored) == 6 and sum(restored) > 0, log[-2000:]
+    # six partitions (again each time the worker restarted itself over records faust lost)
+    assert restored and len(restored) % 6 == 0 and sum(restored[-6:]) > 0, log[-2000:]

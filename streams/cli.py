@@ -16,6 +16,7 @@ COMMANDS = {
     "replay": "streams.replay:replay_command",
     "demo": "streams.demo:demo_command",
     "bench": "streams.bench:bench_command",
+    "bench-worker": "streams.app:worker_bench_command",
     "check-config": "streams.cli:check_config_command",
 }
 

@@ -91,8 +91,11 @@ class LiveConfig:
     tick_margin_ms: int = 120_000
     tick_idle_ms: int = 10_000  # an input counts as silent after this long without a record
     dedupe_lookback_ms: int = 15 * 60_000
-    batch_max: int = 5_000  # events per batch: state is written once per batch
-    batch_within_ms: int = 200  # the longest a batch waits to fill
+    # State is written once per batch for each merchant the batch touched: bigger batches
+    # write less (measured: 2.3k events/s at 5,000 / 200 ms, 5.2k at 50,000 / 1 s, 2,000
+    # merchants), at the cost of up to one batch window of finding latency.
+    batch_max: int = 50_000  # events per batch at most
+    batch_within_ms: int = 1_000  # the longest a batch waits to fill
     store: str = "memory://"
     data_dir: str | None = None  # faust's data directory; None: .settlewatch/<app_id>
     session_timeout_ms: int = 10_000  # a killed worker's partitions move after this long

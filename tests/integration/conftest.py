@@ -125,3 +125,15 @@ def new_topics(kafka_admin, topic_prefix):
             wait_for_metadata=True)
         return full
     return create
+
+
+@pytest.fixture(scope="module")
+def smtp_sink(tmp_path_factory):
+    """A real SMTP sink (aiosmtpd) that requires AUTH, and the password file Alertmanager reads."""
+    from streams.smtpsink import SmtpSink
+    password = tmp_path_factory.mktemp("secrets") / "smtp-password"
+    password.write_text("alertmanager-test-password")  # no newline: Alertmanager sends it all
+    with SmtpSink(tmp_path_factory.mktemp("mail"),
+                  auth=("alertmanager", "alertmanager-test-password")) as sink:
+        sink.password_file = password
+        yield sink

@@ -37,7 +37,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.live import Topics
-from streams.smtpsink import SmtpSink, free_port, text_of
+from streams.smtpsink import free_port, text_of
 
 try:  # tests/integration is not a package: pytest puts it on sys.path
     from monitoring_helpers import (MonitoringStack, dashboard_queries, is_gone,
@@ -188,16 +188,6 @@ def topics(kafka_admin, prefix) -> Topics:
         {name: {"num_partitions": PARTITIONS, "replication_factor": 1} for name in names.all()},
         wait_for_metadata=True)
     return names
-
-
-@pytest.fixture(scope="module")
-def smtp_sink(tmp_path_factory):
-    password = tmp_path_factory.mktemp("secrets") / "smtp-password"
-    password.write_text("e2e-alertmanager-password")  # no newline: Alertmanager sends it all
-    with SmtpSink(tmp_path_factory.mktemp("mail"),
-                  auth=("alertmanager", "e2e-alertmanager-password")) as sink:
-        sink.password_file = password
-        yield sink
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from streams.metrics import Metrics
-from streams.smtpsink import SmtpSink, free_port, text_of
+from streams.smtpsink import free_port, text_of
 
 ROOT = Path(__file__).resolve().parents[2]
 # tests/integration has no __init__.py, so pytest puts only this directory on sys.path; the
@@ -44,16 +44,6 @@ pytestmark = pytest.mark.integration
 
 
 # -- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def smtp_sink(tmp_path_factory):
-    password = tmp_path_factory.mktemp("secrets") / "smtp-password"
-    password.write_text("alertmanager-test-password")  # no newline: Alertmanager sends it all
-    with SmtpSink(tmp_path_factory.mktemp("mail"),
-                  auth=("alertmanager", "alertmanager-test-password")) as sink:
-        sink.password_file = password
-        yield sink
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ test_deadletter.py.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -333,3 +334,24 @@ def test_history_streaming_in_is_not_overtaken_by_the_wall_clock(kafka_bootstrap
              lambda: (w.value("settlewatch_event_clock_lag_seconds") or 1e9) < 75, timeout=20)
     assert published(kafka_bootstrap, topics) == []
     assert w.total("settlewatch_late_data_total") == 0
+
+
+def test_the_demo_runs_by_itself_and_shows_findings_arriving(kafka_bootstrap, topic_prefix,
+                                                              tmp_path):
+    cmd = [sys.executable, "-c", "from streams.cli import main; main()", "demo", "--no-stack",
+           "--bootstrap", kafka_bootstrap, "--topic-prefix", topic_prefix, "--duration", "20",
+           "--history", "3h", "--speed", "1500", "--seed", "3",
+           "--metrics-port", str(free_port()), "--smtp-port", str(free_port()),
+           "--run-dir", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SETTLEWATCH_")}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = done.stdout
+    # It started a worker and a mail sink, and stopped them again.
+    assert "worker: up" in out and "stopped worker" in out and "stopped smtp sink" in out
+    summary = next(line for line in out.splitlines() if line.startswith("demo done"))
+    counts = {kind: int(n) for kind, n in
+              re.findall(r"([a-z]+) (\d+)", summary.split("findings: ")[1])}
+    assert counts["missing"] > 0 and counts["underpaid"] > 0, summary
+    assert "injected faults found so far" in out

@@ -52,7 +52,10 @@ def _now_ms() -> int:
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing listens there (SO_REUSEADDR, as the servers bind: a socket of a process that
+    just stopped, in TIME_WAIT, does not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -396,7 +399,8 @@ class Demo:
         lines += ["", f"  metrics      http://127.0.0.1:{p.metrics_port}/metrics"]
         if self.monitoring:
             lines += [f"  prometheus   http://127.0.0.1:{p.prometheus_port}/alerts",
-                      "  alertmanager http://127.0.0.1:9095"]
+                      f"  alertmanager http://127.0.0.1:"
+                      f"{os.environ.get('SW_ALERTMANAGER_PORT', '9095')}"]
         if self.maildir is not None:
             mails = len(list(self.maildir.glob("*.eml"))) if self.maildir.exists() else 0
             lines.append(f"  alert mails  {mails} in {self.maildir}")

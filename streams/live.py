@@ -127,6 +127,8 @@ class LiveConfig:
 
 def _convert(name: str, raw: str) -> Any:
     if name.endswith("_ms"):
+        if raw.strip() == "0":
+            return 0
         return parse_duration_ms(raw.strip(), name.removesuffix("_ms"))
     if name in ("partitions", "metrics_port", "batch_max"):
         return int(raw)

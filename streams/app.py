@@ -3,19 +3,28 @@
 Shape. One agent (concurrency=1, faust issue 606) reads pos.authorisations, pos.settlements and
 settlewatch.ticks, all keyed by merchant_id and co-partitioned, so partition n of each lands on
 the same worker; it keeps one `LivePartition` (streams.live) per partition number. Records are
-taken in batches (`take_events`); each batch is decoded (streams.wire), fed to the partition's
-reconciler in record order, and flushed: every merchant it changed is written once to table
-`merchants` (its snapshot plus its outbox of unsent findings), the partition's clock to table
-`clocks`, and only then are the new findings sent to settlewatch.anomalies (partition n, key
-merchant_id). faust acks the batch after that and commits offsets only after flushing the
-producer, so a crash replays at most the events whose state was not saved.
+taken in batches (`take_events`, up to `batch_max` records or `batch_within`); each batch is
+decoded (streams.wire), fed to the partition's reconciler in record order, and flushed: every
+merchant it changed is written once to table `merchants` (its snapshot plus its outbox of
+unsent findings), the partition's clock to table `clocks`; the batch then waits until the
+broker has acknowledged those changelog records and its dead letters, and only then sends the
+new findings to settlewatch.anomalies (partition n, key merchant_id) and lets faust ack it. So
+offsets are committed only once the state they produced is on the broker. (faust's own
+producer flush before a commit gives up after 0.1 s; it is not relied on.)
 
 Guarantee: each (anomaly_id, status) reaches settlewatch.anomalies exactly once across worker
 crashes (SIGKILL included) and rebalances: the outbox gives at-least-once, dedupe against the
 output partition's recent records on restore removes the repeats. See streams.live for the
-argument and its bound (`dedupe_lookback`, 15 min by default). Dead letters are at-least-once.
-An error the worker cannot handle (a failed send) exits the process at once, without acking,
-so the batch is read again by the next incarnation instead of being skipped.
+argument. Dead letters are at-least-once. An error the worker cannot handle (a failed send)
+exits the process at once, without acking, so the batch is read again by the next incarnation
+instead of being skipped.
+
+Whole input. faust 0.15.3 sometimes loses records between its consumer and the agent after a
+restart with a changelog to restore (streams.live.OffsetChecker). The worker checks that each
+input partition arrives gap-free from its committed offset; on a hole (or a watchdog finding
+read-but-never-delivered records) it restarts itself in place (exec, same pid and command
+line) and reads again from the committed offset, which the hole held back. SIGUSR1 logs every
+task's stack and the consumer's state, for a worker that seems stuck.
 
 Time. Watermarks come from the reconciler. A timer (`tick_interval`) sends each assigned
 partition of settlewatch.ticks the wall clock minus `tick_allowance` when that partition's
@@ -248,7 +257,8 @@ class Runtime:
                     merchants[p].append((k, v))
         await self._seed_offsets(partitions)
         lookback = self.cfg.dedupe_lookback_ms
-        horizons = {p: LivePartition.horizon_ms(clocks[p], now, lookback) for p in partitions}
+        horizons = {p: LivePartition.horizon_ms(clocks[p], now, lookback, merchants[p])
+                    for p in partitions}
         published = await self._read_published(horizons)
         built = {}
         for p in partitions:

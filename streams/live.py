@@ -10,22 +10,23 @@ feeds it records and does the I/O it asks for.
 
 Output guarantee (each (anomaly_id, status) on settlewatch.anomalies once, none lost):
 - *No loss: an outbox.* A finding is written into its merchant's table value (beside the
-  merchant's state, in the same changelog record) before it is sent. A worker killed at any
-  point after that record reached the changelog re-sends the outbox on restore; one killed
-  before it replays the input from the committed offset (faust flushes the producer before it
-  commits) and raises the finding again, because the state that produced it was not saved
-  either. When every send of a merchant's outbox is acknowledged, the merchant is written again
-  without it.
-- *No duplicate: dedupe against the output itself.* A re-raised or re-sent finding may already
-  be on the topic (the send outran the changelog write, or the outbox was not yet cleared).
-  On restore, a partition reads settlewatch.anomalies partition n (findings are sent to the
+  merchant's state, in the same changelog record), and is sent only once the broker has
+  acknowledged that record; faust may ack the batch, and so commit its offsets, only after
+  that (streams.app). A worker killed after the record was acknowledged re-sends the outbox on
+  restore; one killed before re-reads the input from the committed offset and raises the
+  finding again, because the state that produced it was not saved either. When every send of
+  a merchant's outbox is acknowledged, the merchant is written again without it.
+- *No duplicate: dedupe against the output itself.* A finding re-sent from an outbox may
+  already be on the topic (the worker died between the send and clearing the outbox). On
+  restore, a partition reads settlewatch.anomalies partition n (findings are sent to the
   partition number of the input they came from) from `dedupe_lookback` before its last saved
-  state, and drops any (anomaly_id, status) found there. A changelogged "published" table cannot
-  close this gap on its own: the record of a send and the send are two writes to two topics,
-  and without a Kafka transaction one can land without the other.
-- The bound: findings re-raised after a crash were sent after the last offset commit before it,
-  so the look-back must exceed the commit interval (2.8 s by default) plus a batch; the default
-  of 15 minutes leaves room for a commit that stalls. Dead letters are at-least-once.
+  state, or before the oldest finding still in an outbox, and drops any (anomaly_id, status)
+  found there. A changelogged "published" table cannot close this gap on its own: the record
+  of a send and the send are two writes to two topics, and without a Kafka transaction one
+  can land without the other.
+- Given that the input reaches the reconciler whole and in order per partition
+  (`OffsetChecker`), and that one worker owns a partition at a time (Kafka's group protocol).
+  Dead letters are at-least-once.
 """
 from __future__ import annotations
 
@@ -497,10 +498,21 @@ class LivePartition:
         return lp, resend
 
     @staticmethod
-    def horizon_ms(clock: bytes | None, now_ms: int, lookback_ms: int) -> int:
-        """From when the output partition must be read for dedupe on restore."""
-        written = now_ms if clock is None else min(decode_clock(clock)[1], now_ms)
-        return written - lookback_ms
+    def horizon_ms(clock: bytes | None, now_ms: int, lookback_ms: int,
+                   merchants: Iterable[tuple[bytes, bytes]] = ()) -> int:
+        """From when the output partition must be read for dedupe on restore: `lookback_ms`
+        before the partition's last saved state, or before the oldest finding still in an
+        outbox (a quiet partition clears its outboxes only at its next batch)."""
+        start = now_ms if clock is None else min(decode_clock(clock)[1], now_ms)
+        for _, value in merchants:
+            if b'"o":' not in value:
+                continue
+            for record in decode_merchant(value)[2]:
+                try:
+                    start = min(start, wire.parse_time_ms(record["detected_at"]))
+                except (KeyError, TypeError, ValueError):
+                    continue
+        return start - lookback_ms
 
 
 def published_key(value: bytes | None) -> tuple[str, str] | None:

@@ -20,6 +20,7 @@ from streams.live import (
     Topics,
     decode_merchant,
     decode_tick,
+    encode_clock,
     encode_tick,
     merchant_partition,
     published_key,
@@ -303,3 +304,14 @@ def test_the_first_record_is_expected_at_the_committed_offset_when_it_is_known()
     assert seeded.admit(K, 5) == "ok"
     seeded.forget([3])
     assert K not in seeded.expected
+
+
+def test_restore_reads_the_output_from_before_the_oldest_finding_still_in_an_outbox():
+    lp = LivePartition(0, POLICY)
+    fed(lp, [sale("a1", T0, 10_000)])
+    tick(lp, T0 + 31 * MIN)
+    out = lp.flush(WALL)  # sent at WALL, never acknowledged: stays in the outbox
+    later = WALL + 6 * 60 * MIN
+    clock = encode_clock(lp.reconciler.snapshot_clock(), later)  # its clock saved hours later
+    assert LivePartition.horizon_ms(clock, later, 15 * MIN) == later - 15 * MIN
+    assert LivePartition.horizon_ms(clock, later, 15 * MIN, out.writes) == WALL - 15 * MIN

@@ -23,8 +23,10 @@ Whole input. faust 0.15.3 sometimes loses records between its consumer and the a
 restart with a changelog to restore (streams.live.OffsetChecker). The worker checks that each
 input partition arrives gap-free from its committed offset; on a hole (or a watchdog finding
 read-but-never-delivered records) it restarts itself in place (exec, same pid and command
-line) and reads again from the committed offset, which the hole held back. SIGUSR1 logs every
-task's stack and the consumer's state, for a worker that seems stuck.
+line) and reads again from the committed offset, which the hole held back. After such a
+restart faust can also ack offsets twice, which stalls its commits; the watchdog repairs its
+acked-offset lists (`Runtime._repair_acks`). SIGUSR1 logs every task's stack and the
+consumer's state, for a worker that seems stuck.
 
 Time. Watermarks come from the reconciler. A timer (`tick_interval`) sends each assigned
 partition of settlewatch.ticks the wall clock minus `tick_allowance` when that partition's
@@ -199,6 +201,7 @@ class Runtime:
         self.stream: Any = None  # the agent's stream (for the watchdog)
         self._suspect: tuple[int, frozenset, float] | None = None
         self.watchdog_state = "not run"
+        self.acks_repaired = 0
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -535,12 +538,46 @@ class Runtime:
 
     # -- the watchdog ---------------------------------------------------------------------
 
+    def _repair_acks(self) -> None:
+        """Drop repeated and already-committed offsets from faust's list of acked offsets.
+
+        After a restart with a changelog to restore, faust 0.15.3 can ack each offset of a
+        partition twice (seen in tests/integration/test_restart.py). It commits up to the end
+        of the first run of consecutive offsets in that list, so with every offset doubled
+        its commits advance by one or two offsets at a time: the committed offset falls ever
+        further behind and a restart would re-read hours of input. The list is faust's own
+        (Consumer._acked); this runs on the event loop's thread, like every ack and commit.
+        """
+        c = self.app.consumer
+        acked = getattr(c, "_acked", None)
+        index = getattr(c, "_acked_index", None)
+        committed = getattr(c, "_committed_offset", None)
+        if acked is None or index is None or committed is None:
+            return
+        repaired = []
+        for tp, offsets in list(acked.items()):
+            if not offsets:
+                continue
+            floor = committed.get(tp)
+            clean = sorted({o for o in offsets if floor is None or o >= floor})
+            if len(clean) != len(offsets):
+                offsets[:] = clean
+                index[tp] = set(clean)
+                repaired.append(f"{tp.topic}[{tp.partition}]")
+        if repaired:
+            self.acks_repaired += 1
+            if self.acks_repaired <= 3 or self.acks_repaired % 100 == 0:
+                log.warning("repaired faust's acked-offset lists of %s (offsets acked twice "
+                            "would stall its commits); %d repairs so far",
+                            ", ".join(repaired), self.acks_repaired)
+
     async def watchdog(self) -> None:
         """Restart when faust lost the last records of a partition (no later record shows
         the hole to the offset checker): the agent is idle, its queue empty, and the
         consumer's read offset of a partition is past the next offset this worker processed,
         for five seconds (three batch windows if longer) with no batch in between."""
         app = self.app
+        self._repair_acks()
         if not self.ready or self.stage != "idle":
             self._suspect = None
             self.watchdog_state = f"skipped: ready {self.ready}, stage {self.stage}"

@@ -23,7 +23,7 @@ from streams.cli import main
 from streams.core.events import Credit
 from streams.core.policy import default_policy
 from streams.core.reconcile import Reconciler, feed
-from streams.kafka_replay import (
+from streams.audit.kafka import (
     Group,
     Plan,
     Progress,
@@ -33,8 +33,8 @@ from streams.kafka_replay import (
     replay_kafka,
     replay_kafka_cli,
 )
-from streams.replay import replay_files
-from streams.simulator import SimConfig, Simulation, parse_faults
+from streams.audit.files import replay_files
+from streams.sim.simulator import SimConfig, Simulation, parse_faults
 
 POLICY = default_policy()
 MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000

@@ -52,10 +52,12 @@ import orjson
 from faust.types import TP
 
 from streams.core.policy import Policy, default_policy, load_policy
+from streams.kafka_security import from_environment as kafka_security
 from streams.live.diagnostics import dump_tasks
 from streams.live.exits import _die
 from streams.live.config import LiveConfig
 from streams.live.faust_compat import SourcePartitionTable, _in_partition, _restart_self
+from streams.live.faults import fault_point
 from streams.live.partition import (
     AUTH,
     SETTLEMENT,
@@ -200,7 +202,8 @@ class Runtime:
         tps = [TopicPartition(topic, p) for p in partitions
                for topic in (t.authorisations, t.settlements)]
         admin = AIOKafkaAdminClient(bootstrap_servers=self.cfg.bootstrap,
-                                    client_id=f"{self.cfg.app_id}-offsets")
+                                    client_id=f"{self.cfg.app_id}-offsets",
+                                    **kafka_security().aiokafka())
         await admin.start()
         try:
             offsets = await admin.list_consumer_group_offsets(self.cfg.app_id, partitions=tps)
@@ -218,7 +221,8 @@ class Runtime:
             from aiokafka import AIOKafkaConsumer
             self._aux = AIOKafkaConsumer(
                 bootstrap_servers=self.cfg.bootstrap, group_id=None, enable_auto_commit=False,
-                client_id=f"{self.cfg.app_id}-aux", max_partition_fetch_bytes=MAX_VALUE_BYTES)
+                client_id=f"{self.cfg.app_id}-aux", max_partition_fetch_bytes=MAX_VALUE_BYTES,
+                **kafka_security().aiokafka())
             await self._aux.start()
         return self._aux
 
@@ -322,8 +326,10 @@ class Runtime:
                                                    None, None, None))
             flushed.append((lp, self._write_state(lp, p, evs[-1], now, durable)))
         self.stage = f"waiting for {len(durable)} changelog/dead-letter acks"
+        fault_point("before_state_acked")  # test-only switch (streams.live.faults)
         if durable:
             await asyncio.gather(*durable)
+        fault_point("after_state_acked_before_send")
         self.stage = "sending findings"
         for lp, fl in flushed:
             for mid, record in fl.publish:
@@ -565,6 +571,7 @@ def create_app(cfg: LiveConfig, policy: Policy | None = None, *,
     app = faust.App(
         cfg.app_id,
         broker=f"kafka://{cfg.bootstrap}",
+        broker_credentials=kafka_security().faust_credentials(faust),  # SETTLEWATCH_KAFKA_*
         store=cfg.store,
         datadir=data_dir,
         key_serializer="raw",
@@ -678,7 +685,8 @@ def check_topics(cfg: LiveConfig, timeout_s: float = 30.0) -> list[str]:
     while True:
         try:
             admin = KafkaAdminClient(bootstrap_servers=cfg.bootstrap,
-                                     client_id=f"{cfg.app_id}-check", request_timeout_ms=5000)
+                                     client_id=f"{cfg.app_id}-check", request_timeout_ms=5000,
+                                     **kafka_security().kafka_python())
             break
         except Exception as exc:
             if time.monotonic() > deadline:

@@ -69,6 +69,8 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, every: floa
 class Worker:
     """`settlewatch worker` in a subprocess, on a private topic set; log in `log_path`."""
 
+    env: dict[str, str] = {}  # extra environment (test_faults*.py: SETTLEWATCH_FAULT, ...)
+
     def __init__(self, bootstrap: str, prefix: str, workdir: Path, *, app_id: str,
                  options: Iterable[str] = (), name: str = "worker") -> None:
         self.bootstrap, self.prefix, self.workdir = bootstrap, prefix, workdir
@@ -81,6 +83,7 @@ class Worker:
 
     def start(self) -> Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SETTLEWATCH_")}
+        env.update(self.env)
         cmd = [sys.executable, "-c", "from streams.cli import main; main()", "worker",
                "--bootstrap", self.bootstrap, "--app-id", self.app_id,
                "--topic-prefix", self.prefix, "--metrics-port", str(self.port),

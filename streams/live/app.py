@@ -58,6 +58,7 @@ from streams.live.exits import _die
 from streams.live.config import LiveConfig
 from streams.live.faust_compat import SourcePartitionTable, _in_partition, _restart_self
 from streams.live.faults import fault_point
+from streams.live.state_guard import refuse_lost_state
 from streams.live.partition import (
     AUTH,
     SETTLEMENT,
@@ -725,6 +726,12 @@ def run_worker(cfg: LiveConfig, *, count_only: bool = False) -> None:
         raise click.ClickException("; ".join(problems))
     policy = load_policy_for(cfg)
     app = create_app(cfg, policy, count_only=count_only)
+    lost = refuse_lost_state(cfg.bootstrap, cfg.app_id,  # changelogs deleted or cut short
+                             (cfg.topics.authorisations, cfg.topics.settlements),
+                             [t.changelog_topic_name for t in app.tables.values()],
+                             kafka_security().kafka_python(), ticks=cfg.topics.ticks)
+    if lost:
+        raise click.ClickException(lost)
     log.info("settlewatch worker %s%s: %s on %s, topics %s, tick every %dms at wall clock - %dms",
              cfg.app_id, " (count only)" if count_only else "", cfg.config or "default policy",
              cfg.bootstrap, ", ".join(cfg.topics.all()), cfg.tick_interval_ms,

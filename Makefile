@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast check dashboards bench stack-up stack-down clean
+.PHONY: setup demo test test-fast test-faults check dashboards bench stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ demo: setup
 ## (tests/test_monitoring.py also runs promtool, amtool and the dashboard check).
 test: setup
 	$(BIN)/pytest -q
+
+## test-faults: every fault test against the real services, the long ones too (marker
+## `faults`: a worker killed in a rebalance, the broker restarted during a restore, lost
+## changelogs, Alertmanager down and a refusing SMTP relay); prints the faults table at the end.
+## `make test` runs the short ones (a SIGKILL at two points, a 30 s broker outage, late data).
+test-faults: setup
+	SW_TEST_FAULTS=1 $(BIN)/pytest -q tests/integration/test_faults.py \
+	    tests/integration/test_faults_long.py tests/integration/test_faults_alerting.py
 
 ## test-fast: the pure core and the rooms above it, no services.
 test-fast: $(STAMP)

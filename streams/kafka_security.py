@@ -158,15 +158,20 @@ class KafkaSecurity:
 
     # -- per client -----------------------------------------------------------------------
 
-    def kafka_python(self) -> dict[str, Any]:
-        """Keyword arguments for kafka-python clients ({} for PLAINTEXT)."""
-        if self.security_protocol == "PLAINTEXT":
-            return {}
+    def _common(self) -> dict[str, Any]:
+        """The protocol and the SASL login, which both client libraries name alike."""
         out: dict[str, Any] = {"security_protocol": self.security_protocol}
         if self.sasl:
             out.update(sasl_mechanism=self.sasl_mechanism,
                        sasl_plain_username=self.sasl_username,
                        sasl_plain_password=self.password())
+        return out
+
+    def kafka_python(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients ({} for PLAINTEXT)."""
+        if self.security_protocol == "PLAINTEXT":
+            return {}
+        out = self._common()
         if self.tls:
             out["ssl_check_hostname"] = self.ssl_check_hostname
             if self.ssl_cafile:
@@ -179,11 +184,7 @@ class KafkaSecurity:
         """Keyword arguments for aiokafka clients ({} for PLAINTEXT)."""
         if self.security_protocol == "PLAINTEXT":
             return {}
-        out: dict[str, Any] = {"security_protocol": self.security_protocol}
-        if self.sasl:
-            out.update(sasl_mechanism=self.sasl_mechanism,
-                       sasl_plain_username=self.sasl_username,
-                       sasl_plain_password=self.password())
+        out = self._common()
         if self.tls:
             out["ssl_context"] = self.ssl_context()
         return out

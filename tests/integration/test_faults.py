@@ -202,5 +202,6 @@ def test_out_of_order_within_lateness_changes_nothing_and_later_is_counted_as_la
     # ... and counted as late data: it alone (the burst was within the lateness).
     late_data = w.total("settlewatch_late_data_total")
     assert late_data == 1
-    fault_note(f"{moved} of {len(events)} records out of order (<= 4 min); 1 record 3 h late: "
-               f"settlewatch_late_data_total {late_data:.0f}, its sale reported missing")
+    fault_note(f"{moved} of {len(events)} records arrive after a later-stamped one (by <= 4 "
+               f"min); 1 record 3 h late: settlewatch_late_data_total {late_data:.0f}, its "
+               f"sale reported missing")

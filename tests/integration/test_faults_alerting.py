@@ -60,7 +60,12 @@ def test_an_alert_survives_alertmanager_down_and_a_refusing_relay(
         refused_before = smtp_sink.refused
         stack.up()  # starts Alertmanager again (Prometheus: config reloaded)
         am_down_s = time.monotonic() - am_down_at
-        wait_until(lambda: smtp_sink.refused >= refused_before + 2, 180,
+        # Prometheus re-sends a firing alert every minute (resend delay): it reaches the
+        # Alertmanager that came back without anyone posting it again.
+        wait_until(lambda: any(a["labels"].get("instance") == dead
+                               for a in stack.alertmanager_alerts()), 150,
+                   "Prometheus to re-send the alert to the new Alertmanager", 2)
+        wait_until(lambda: smtp_sink.refused >= refused_before + 2, 240,
                    "Alertmanager to try twice and be refused", 1)
         refused = smtp_sink.refused - refused_before
         assert not [m for m in smtp_sink.messages() if dead in m.get("Subject", "")]

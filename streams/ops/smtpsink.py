@@ -17,9 +17,9 @@ In-process use (tests):
 Switches for tests of the mail path (issue 15):
 - `tls=(certfile, keyfile)` (`--tls-cert`, `--tls-key`): offer STARTTLS and require it before
   AUTH and MAIL, as a real relay does; `sink.tls_sessions` counts the sessions that upgraded.
-- `sink.refuse = True` (`--refuse-for SECONDS` on the command line): answer every message with
-  a temporary failure (451), as a relay that is down or over quota does; `sink.refused` counts
-  them. Alertmanager retries a temporary failure until its notification succeeds.
+- `sink.refuse = True` (`--refuse-for SECONDS` on the command line): answer every recipient
+  with a temporary failure (451 at RCPT), as a greylisting or over-quota relay does;
+  `sink.refused` counts them. Alertmanager tries the notification again later.
 
 Not a relay: nothing is forwarded. It binds 127.0.0.1 unless told otherwise.
 """
@@ -62,11 +62,16 @@ class MaildirHandler:
             self.tls_sessions += 1
         return True
 
-    async def handle_DATA(self, server, session, envelope) -> str:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        # Refused at RCPT, as greylisting and full mailboxes are: the client keeps the mail.
         if self.refuse:
             with self._lock:
                 self.refused += 1
             return "451 4.3.0 settlewatch-smtpsink refuses mail for now (test switch)"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope) -> str:
         raw: bytes = envelope.original_content or envelope.content
         with self._lock:
             seq = next(self._seq)

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.faults
 
 
 @pytest.mark.fault("Alertmanager stopped while an alert fires, started again while the SMTP "
-                   "relay answers 451 (refuses), then the relay accepts",
+                   "relay refuses every recipient (451), then the relay accepts",
                    "the alert is still mailed, once the relay accepts; the worker unaffected")
 def test_an_alert_survives_alertmanager_down_and_a_refusing_relay(
         kafka_bootstrap, topics, worker, smtp_sink, tmp_path, fault_note):

@@ -56,6 +56,9 @@ def _time_option(value: str | None) -> int | None:
 @click.option("--acquirer", "acquirers", multiple=True, help="Kafka replay: acquirer glob.")
 @click.option("--lead-in", default="2d", show_default=True,
               help="Kafka replay: read this much before --from so earlier sales are known.")
+@click.option("--end-run", default=10_000, show_default=True, type=click.IntRange(min=2),
+              help="Kafka replay: a partition's read also ends after this many records in a "
+                   "row stamped past --to plus the tail (else at its end offset).")
 @click.option("--compare-live", is_flag=True,
               help="Kafka replay: also read settlewatch.anomalies and list disagreements.")
 @click.option("--report/--no-report", default=True, show_default=True,
@@ -66,7 +69,7 @@ def _time_option(value: str | None) -> int | None:
               help="Write evidence/<anomaly_id>.json per finding (one file each: slow for "
                    "millions of findings).")
 def replay_command(config, inputs, until, out_dir, bootstrap, from_, to, merchants, acquirers,
-                   lead_in, compare_live, report, progress, evidence) -> None:
+                   lead_in, end_run, compare_live, report, progress, evidence) -> None:
     """Replay recorded events (files, or a time range of the Kafka topics) into findings."""
     if bootstrap and inputs:
         raise click.UsageError("give --input files or --bootstrap, not both")
@@ -82,7 +85,7 @@ def replay_command(config, inputs, until, out_dir, bootstrap, from_, to, merchan
                 policy=policy, bootstrap=bootstrap, from_ms=_time_option(from_),
                 to_ms=_time_option(to), out_dir=out_dir, merchants=merchants,
                 acquirers=acquirers, lead_in=lead_in, compare_live=compare_live, report=report,
-                progress=progress, evidence=evidence)
+                progress=progress, evidence=evidence, end_run=end_run)
         else:
             result = replay_files(policy, list(inputs), out_dir, _time_option(until),
                                   evidence=evidence)

@@ -8,6 +8,7 @@ reconciler and with file replay over the same in-range events.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from html.parser import HTMLParser
 from pathlib import Path
@@ -448,8 +449,9 @@ def test_the_progress_bar_shows_each_topic_the_rate_and_the_time_left_only_on_a_
 # ---- record timestamps are not monotonic (issue 14 item 2) -----------------------------------
 #
 # Upstream, most records are stamped with their event time, but a producer that stamps its own
-# clock (here a year ahead), or sends no timestamp so that it is stamped on arrival (now, weeks
-# after the history), puts records stamped far after the range in the middle of it; one whose
+# clock (an hour slow, but weeks after the history: the broker refuses stamps more than an hour
+# ahead of its own clock), or sends no timestamp so that it is stamped when sent, puts records
+# stamped far after the range in the middle of it; one whose
 # clock is behind stamps records before their event time (live dead-letters those as
 # future_timestamp). The read must not end at the first record stamped past the range.
 
@@ -477,7 +479,7 @@ def stamped(kafka_bootstrap, kafka_admin, events):
                              batch_size=256 * 1024)
     stamps = _stamps(events)
     for e, how in zip(events, stamps):
-        ts = {None: e.event_time_ms, AHEAD: e.event_time_ms + 365 * DAY, ON_ARRIVAL: None,
+        ts = {None: e.event_time_ms, AHEAD: int(time.time() * 1000) - HOUR, ON_ARRIVAL: None,
               BEHIND: e.event_time_ms - 400 * DAY}[how]
         producer.send(topics.settlements if type(e) is Credit else topics.authorisations,
                       value=wire.event_to_json(e), key=e.merchant_id.encode(), timestamp_ms=ts)

@@ -10,21 +10,21 @@ from streams.core.policy import Policy
 def _evidence_for_people(evidence: dict, finding: Finding | None = None,
                          policy: Policy | None = None) -> dict:
     """Evidence as a merchant hands it to its bank: every sale and credit behind the finding
-    (masked card number, terminal, times in RFC 3339 beside the raw milliseconds), the fee rule
-    applied to each sale and the net it should have brought, the settlement terms (cycle, due
-    time, cut-off, grace, time zone), and a plain-language `statement` of the claim."""
+    (masked card number, terminal, times in RFC 3339), the fee rule applied to each sale and
+    the net it should have brought, the settlement terms (cycle, due time, cut-off, grace, time
+    zone), and a plain-language `statement` of the claim. Times are RFC 3339 only, never epoch
+    milliseconds: a 13-digit number passes the card-number (Luhn) check one time in ten, and
+    no output file holds one."""
     def times(d: dict) -> dict:
-        out = dict(d)
-        for k, v in d.items():
-            if k.endswith("_ms") and isinstance(v, int):
-                out[k[:-3]] = wire.format_time_ms(v)
-        return out
+        return {(k[:-3] if k.endswith("_ms") and isinstance(v, int) else k):
+                (wire.format_time_ms(v) if k.endswith("_ms") and isinstance(v, int) else v)
+                for k, v in d.items()}
 
     sales = []
     for s in evidence.get("sales", []):
         sale = times(s)
         sale["adjustments"] = [
-            {"type": a[0], "event_id": a[1], "amount_minor": a[2], "event_time_ms": a[3],
+            {"type": a[0], "event_id": a[1], "amount_minor": a[2],
              "event_time": wire.format_time_ms(a[3]), "netted_into_a_later_credit": a[4]}
             for a in s.get("adjustments") or ()]
         if policy is not None and "channel" in s:

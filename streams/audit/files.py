@@ -10,10 +10,15 @@ clock, and nothing written depends on the wall clock. `--until` is the final wat
 the last event time), so the end of a file closes every item whose deadline + grace it passes,
 as the live clock would.
 
-Input files hold events of either topic, one JSON object a line, each file in event-time order
-within the policy's lateness. Files are merged by event time, as the two topics are merged live.
-A line that is not a valid event is a dead letter with its file and line number; it never
-stops the run. The Kafka range replay (streams.audit.kafka) feeds the same `ReplayRun`.
+Each input file holds the events of one topic, one JSON object a line, in event-time order
+within the policy's lateness; the topic a file is read as is the one most of its lines' parsed
+`type` belongs to (`file_topic`), so a line of the other topic in it is `wrong_topic`. Files are
+merged by event time, as the two topics are merged live. A line that is not a valid event is a
+dead letter with its topic and file (`pos.authorisations:auths.jsonl`, never the path as typed)
+and its line number; it never stops the run and steers nothing: not the merge, not a clock.
+The record time of the future_timestamp rule is the files' own event-time progress around the
+line (`_judged_lines`), never the wall clock. The Kafka range replay (streams.audit.kafka)
+feeds the same `ReplayRun`.
 """
 from __future__ import annotations
 
@@ -172,11 +177,12 @@ class ReplayInputError(ValueError):
     """The inputs or options cannot give a meaningful replay (say what, not a traceback)."""
 
 
-def file_topic(path: str) -> str:
-    """The input topic a file is read as: the topic of most of its lines' parsed `type` (ties:
-    the type of its first typed line; a file with no typed line: authorisations). A line is
-    never classified by a substring search: only the `type` of a line that parses as a JSON
-    object counts, and a line of the other topic in the file is then `wrong_topic`."""
+def file_topic(path: str, sample: int = 10_000) -> str:
+    """The input topic a file is read as: the topic of most of its first `sample` typed lines'
+    parsed `type` (ties: the type of its first typed line; a file with no typed line:
+    authorisations). A line is never classified by a substring search: only the `type` of a
+    line that parses as a JSON object counts, and a line of the other topic in the file is then
+    `wrong_topic`."""
     votes = Counter()
     first = None
     loads = orjson.loads
@@ -196,6 +202,8 @@ def file_topic(path: str) -> str:
             votes[topic] += 1
             if first is None:
                 first = topic
+            if votes.total() >= sample:
+                break
     if not votes:
         return wire.AUTH_TOPIC
     a, s = votes[wire.AUTH_TOPIC], votes[wire.SETTLEMENT_TOPIC]

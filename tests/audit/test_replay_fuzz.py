@@ -7,7 +7,7 @@ to 19 digits, read after normalising Unicode digits and the separators a card nu
 with).
 
 Examples per run: SETTLEWATCH_FUZZ_EXAMPLES (the variable the parser's fuzz suite reads too;
-default 200 here, well under a minute); e.g. `SETTLEWATCH_FUZZ_EXAMPLES=5000 pytest -q -k fuzz`.
+default 300 here, well under a minute); e.g. `SETTLEWATCH_FUZZ_EXAMPLES=5000 pytest -q -k fuzz`.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from streams.audit.files import ReplayInputError, replay_files
 from streams.core.policy import default_policy
 
 POLICY = default_policy()
-EXAMPLES = int(os.environ.get("SETTLEWATCH_FUZZ_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("SETTLEWATCH_FUZZ_EXAMPLES", "300"))
 T0 = wire.parse_time_ms("2026-10-08T01:00:00Z")
 MIN = 60_000
 PANS = ["4111111111111111", "5500005555555559", "378282246310005", "6011000990139424",

@@ -6,8 +6,9 @@ is byte-identical when run twice; and no output file holds a card number (a Luhn
 to 19 digits, read after normalising Unicode digits and the separators a card number is spelt
 with).
 
-Examples per run: SETTLEWATCH_FUZZ_EXAMPLES (the variable the parser's fuzz suite reads too;
-default 300 here, well under a minute); e.g. `SETTLEWATCH_FUZZ_EXAMPLES=5000 pytest -q -k fuzz`.
+Examples per run: 300 (well under a minute); SETTLEWATCH_FUZZ_EXAMPLES, the variable the
+parser's fuzz suite and `make fuzz` set, divided by 20 when that is more; or exactly
+SETTLEWATCH_REPLAY_FUZZ_EXAMPLES, e.g. `SETTLEWATCH_REPLAY_FUZZ_EXAMPLES=3000 pytest -q -k fuzz`.
 """
 from __future__ import annotations
 
@@ -27,7 +28,10 @@ from streams.audit.files import ReplayInputError, replay_files
 from streams.core.policy import default_policy
 
 POLICY = default_policy()
-EXAMPLES = int(os.environ.get("SETTLEWATCH_FUZZ_EXAMPLES", "300"))
+# A replay example (two files, two full replays) costs about what 20 parser examples do, so
+# `make fuzz`'s count for the parser suite is scaled down here; ours alone: ..._REPLAY_...
+EXAMPLES = int(os.environ.get("SETTLEWATCH_REPLAY_FUZZ_EXAMPLES")
+               or max(300, int(os.environ.get("SETTLEWATCH_FUZZ_EXAMPLES", "0")) // 20))
 T0 = wire.parse_time_ms("2026-10-08T01:00:00Z")
 MIN = 60_000
 PANS = ["4111111111111111", "5500005555555559", "378282246310005", "6011000990139424",

@@ -73,18 +73,18 @@ COST = {
     "refund_netted_twice": 1.0,
     "reversal_not_netted": 1.0,
     "per_channel": 1.0,  # rates per channel fitted over several credits
-    "one_channel": 1.5,  # one channel at another candidate rate
+    "one_channel": 1.5,  # one channel at another candidate rate (one of K guesses)
     "missing_sale": 1.5,  # one of n sales: more freedom than a single aggregate change
     "declined_sale": 1.5,
     "free_offset": 2.0,  # a common offset not a multiple of 5, sharply determined
-    "rounding": 1.5,
+    "rounding": 1.25,  # fits only differences of at most a minor unit per sale
     "stated_fee_only": 3.0,  # the stated fee differs, but does not explain the credit
 }
 OFFSET_LIMIT_BPS = 100  # a wrong fee table is within 1% of the agreed one
 ROUND_OFFSET_BPS = 5  # offsets on this grid need no sharp fit
 ROUNDINGS = ("floor", "ceil", "half_even", "per_channel_total")
-# A rate the prior does not carry (a free offset, a fee below the agreed one, one channel at
-# another rate) is named only if a random difference would fit it with at most this chance.
+# A rate the prior does not carry (a free offset, a fee below the agreed one) is named only if
+# a random difference would fit it with at most this chance.
 MAX_CHANCE = 0.1
 _ALTERNATIVES = 3  # runners-up named in the detail
 _NO_CAP = 1 << 62
@@ -280,11 +280,17 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
                       "per_channel": len(s.channels) == 1,
                       "chance_fit": _chance(tol, _uncapped_minor(s, None), 1)})
         if len(s.channels) > 1:
+            # K (channel, rate) guesses: named only if K guesses would catch a random
+            # difference of this size at most half the time (a higher rate), or at most
+            # MAX_CHANCE (a lower rate: how a random surplus would look)
+            guesses = {c: sorted(set(candidate_bps) - {s.agreed_by_channel[c]})
+                       for c in s.channels}
+            k = sum(len(g) for g in guesses.values())
+            chance = round(min(1.0, k * (2 * tol + 1) / (2 * abs(received - expected) + 1)), 4)
             for i, c in enumerate(s.channels):
-                chance = _chance(tol, _uncapped_minor(s, s.channel == i), 1)
-                if chance > MAX_CHANCE:
-                    continue  # this channel's sales are too small to pin its rate
-                for r in sorted(set(candidate_bps) - {s.agreed_by_channel[c]}):
+                for r in guesses[c]:
+                    if chance > (0.5 if r > s.agreed_by_channel[c] else MAX_CHANCE):
+                        continue
                     bps = np.where(s.channel == i, r, agreed)
                     consider(COST["one_channel"], "fee_rate_mismatch",
                              expected + s.net(bps) - s.base,

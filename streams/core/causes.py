@@ -48,9 +48,15 @@ single-channel item the charged rate is identified (to the resolution the tolera
 the one reported, with ``per_channel: false`` in the detail. The credit's ``fee_minor`` pins the
 total fee exactly (it does not add an equation on the rates: received + fee is the gross), and
 several credits under the same fee table do give one equation each: :func:`fit_channel_rates`
-solves them per channel when their channel mixes differ enough (full rank). An offset that is
-not a multiple of 5 bps is only accepted when the credit pins it to within a fifth of its size:
-a free parameter fits any small difference, so it is evidence only when sharply determined.
+solves them per channel when their channel mixes differ enough (full rank).
+
+Chance. A parameter fitted to one number always fits something; it is evidence only as far as
+a random difference would *not* have fitted. ``chance_fit`` in the detail is that probability
+(the tolerance window over how far the credit moves per step of the rate). A positive offset on
+the 5 bps grid is carried by the prior (a fee table above the agreed one is the commonest cause
+in the field) however loose the fit; a free offset, an offset below the agreed rates (which is
+how a random surplus would look), one channel at another rate (one of K guesses) and a fee
+offset paired with a return change (one of K pairs) must each be unlikely by chance.
 """
 from __future__ import annotations
 
@@ -63,7 +69,7 @@ import numpy as np
 BPS = 10_000
 
 # What each explanation asks us to believe (the prior), in score units. A fitting explanation
-# scores cost + |residual| / (tolerance + 1), so a residual never outweighs a whole step here.
+# scores cost + |residual| / (tolerance + 1): the residual adds less than 1.
 COST = {
     "stated_fee": 0.5,  # the acquirer's own statement of its fee
     "common_offset": 1.0,  # a wrong fee table: every channel + d bps, d a multiple of 5
@@ -173,6 +179,7 @@ class _Sales:
         self.agreed_by_channel = {c: terms[c].bps for c in self.channels}
         self.terms = terms
         self.base = self.net(self.agreed)
+        self._curve: tuple[np.ndarray, np.ndarray] | None = None
 
     def fees(self, bps: np.ndarray, amounts: np.ndarray | None = None,
              rounding: str = "half_up") -> np.ndarray:
@@ -209,6 +216,15 @@ class _Sales:
             if rest.any():
                 fee += (int((self.captured[rest] * self.agreed[rest]).sum()) + BPS // 2) // BPS
         return int(self.captured.sum()) - fee - int(self.refunded.sum())
+
+    def offset_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets d from -OFFSET_LIMIT (no rate below 0) to +OFFSET_LIMIT bps, and
+        net(agreed + d) - net(agreed) for each: computed once, shared by every combination."""
+        if self._curve is None:
+            lo = max(-OFFSET_LIMIT_BPS, -min(self.agreed_by_channel.values()))
+            grid = np.arange(lo, OFFSET_LIMIT_BPS + 1)
+            self._curve = (grid, _net_grid(self, grid) - self.base)
+        return self._curve
 
     def rates(self, bps: np.ndarray) -> dict[str, int]:
         """The rate per channel (all sales of a channel share it in every model here)."""
@@ -247,7 +263,8 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
         fits.append(_Fit(score, cause, json.dumps(detail, sort_keys=True), detail))
 
     fee_said = _stated(s, credit)
-    fee_allowed = fee_said is None or fee_said["fee_minor_stated"] != fee_said["fee_minor_agreed"]
+    # a credit that states the agreed fee rules out every fee explanation
+    fee_allowed = fee_said is None or not fee_said["as_agreed"]
 
     # Changes that are not about fees, each a shift of the prediction (aggregate ones combine
     # with a fee offset below).
@@ -259,8 +276,12 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
 
     if fee_allowed and s.sales:
         agreed = s.agreed
-        # a wrong fee table: every channel + d bps, alone or with one return change
-        for cost0, cause0, shift, detail0 in [(0.0, "", 0, {})] + shifts:
+        # A wrong fee table: every channel + d bps, alone or with one return change. With
+        # K return changes to pair it with, a loosely pinned offset would pair with one of them
+        # by chance: the pairs are tried only if K x its chance of a fit is at most one half.
+        pairs = shifts if len(shifts) * _chance(tol, _uncapped_minor(s, None),
+                                                ROUND_OFFSET_BPS) <= 0.5 else []
+        for cost0, cause0, shift, detail0 in [(0.0, "", 0, {})] + pairs:
             for cost, d, extra in _offset_fits(s, received - expected - shift, tol):
                 detail = {"model": "common_offset", **extra,
                           "fee_bps_charged": s.rates(agreed + d),
@@ -351,8 +372,8 @@ def _stated(s: _Sales, credit: CreditFacts) -> dict[str, Any] | None:
         return None
     agreed_fee = int(s.fees(s.agreed).sum())
     out: dict[str, Any] = {"fee_minor_stated": credit.fee_minor, "fee_minor_agreed": agreed_fee}
-    if abs(credit.fee_minor - agreed_fee) <= credit.tolerance_minor:
-        out["fee_minor_stated"] = out["fee_minor_agreed"] = agreed_fee  # as agreed, in tolerance
+    out["as_agreed"] = abs(credit.fee_minor - agreed_fee) <= credit.tolerance_minor
+    if out["as_agreed"]:
         return out
     uncapped = s.fees(s.agreed) < s.cap
     base = int(s.captured[uncapped].sum()) if s.sales else 0
@@ -445,9 +466,7 @@ def _offset_fits(s: _Sales, target_shift: int, tol: int
       which is how a random surplus would look), only when the credit pins the rate so sharply
       that a random difference would fit with a chance of at most MAX_CHANCE.
     """
-    lo = max(-OFFSET_LIMIT_BPS, -min(s.agreed_by_channel.values()))
-    grid = np.arange(lo, OFFSET_LIMIT_BPS + 1)
-    shifts = _net_grid(s, grid) - s.base
+    grid, shifts = s.offset_curve()
     ok = grid[np.abs(shifts - target_shift) <= tol]
     ok = ok[ok != 0]
     if not ok.size:

@@ -99,20 +99,26 @@ def _paid_items(events: list, injected: set[str]) -> list[_Paid]:
     return out
 
 
-def _faulted_stream(policy: Policy, acquirers: tuple[str, ...], days: float, merchants: int,
-                    sales_per_second: float, seed: int,
-                    fault_share: float) -> tuple[list, dict[str, str], dict[str, bool]]:
-    """The stream with faults, the fault per subject, and whether each subject is a batch."""
-    cfg = SimConfig(start_ms=START_MS, end_ms=START_MS + int(days * DAY_MS), merchants=merchants,
-                    sales_per_second=sales_per_second, seed=seed, void_rate=0.0,
-                    acquirers=acquirers,
-                    faults={"fee_table": fault_share, "underpaid": fault_share})
-    sim = Simulation(cfg, policy)
+Run = tuple[tuple[str, ...], int, float]  # acquirers, merchants, sales per second
+
+
+def _config(run: Run, days: float, seed: int, faults: dict[str, float]) -> SimConfig:
+    acquirers, merchants, sales_per_second = run
+    return SimConfig(start_ms=START_MS, end_ms=START_MS + int(days * DAY_MS), merchants=merchants,
+                     sales_per_second=sales_per_second, seed=seed, void_rate=0.0,
+                     acquirers=acquirers, faults=faults)
+
+
+def _faulted_stream(policy: Policy, run: Run, days: float, seed: int,
+                    fault_share: float) -> tuple[list, dict[str, str], dict[str, str]]:
+    """The stream with faults, the fault per subject, and each subject's mode (_modes)."""
+    sim = Simulation(_config(run, days, seed, {"fee_table": fault_share,
+                                               "underpaid": fault_share}), policy)
     events = list(sim.events())
     truth = {f.subject: f.kind for f in sim.injected}
     rng = random.Random(seed)
     paid = _paid_items(events, set(truth))
-    is_batch = _modes(events)
+    modes = _modes(events)
     replace: dict[str, Credit] = {}  # credit_id -> its faulted version
     extra: list[PosEvent] = []
     ids = iter(range(1, 1 << 30))
@@ -167,7 +173,7 @@ def _faulted_stream(policy: Policy, acquirers: tuple[str, ...], days: float, mer
                 amount_minor=c.amount_minor + rng.randrange(500, 5_000))
         truth[p.subject] = kind
     out = [replace.get(e.credit_id, e) if isinstance(e, Credit) else e for e in events]
-    return out + extra, truth, is_batch
+    return out + extra, truth, modes
 
 
 def _modes(events: list) -> dict[str, str]:
@@ -184,14 +190,10 @@ def _modes(events: list) -> dict[str, str]:
     return modes
 
 
-def _rounding_stream(policy: Policy, acquirers: tuple[str, ...], days: float, merchants: int,
-                     sales_per_second: float, seed: int,
+def _rounding_stream(policy: Policy, run: Run, days: float, seed: int,
                      fault_share: float) -> tuple[list, dict[str, str], dict[str, str]]:
     """Under the given policy (zero tolerance), some credits take their fees rounded up."""
-    cfg = SimConfig(start_ms=START_MS, end_ms=START_MS + int(days * DAY_MS), merchants=merchants,
-                    sales_per_second=sales_per_second, seed=seed, void_rate=0.0,
-                    acquirers=acquirers)
-    events = list(Simulation(cfg, policy).events())
+    events = list(Simulation(_config(run, days, seed, {}), policy).events())
     rng = random.Random(seed + 1)
     truth: dict[str, str] = {}
     replace: dict[str, Credit] = {}
@@ -247,7 +249,7 @@ BATCH = ("acq-t1", "acq-d0")
 PER_SALE = ("acq-instant", "acq-std")
 # (acquirers, merchants, sales per second): small batches (~3 sales), larger ones (~20), and
 # per-sale credits
-RUNS = ((BATCH, 1_000, 0.035), (BATCH, 1_000, 0.23), (PER_SALE, 100, 0.02))
+RUNS: tuple[Run, ...] = ((BATCH, 1_000, 0.035), (BATCH, 1_000, 0.23), (PER_SALE, 100, 0.02))
 
 
 def run(days: float = 6, seed: int = 7, fault_share: float = 0.04) -> tuple[str, dict]:
@@ -255,13 +257,11 @@ def run(days: float = 6, seed: int = 7, fault_share: float = 0.04) -> tuple[str,
     until = START_MS + int((days + 10) * DAY_MS)
     table: dict[tuple[str, str], Counter] = defaultdict(Counter)
     exact = dataclasses.replace(policy, tolerance=Tolerance(0, 0))
-    for n, (acquirers, merchants, rate) in enumerate(RUNS):
-        events, truth, modes = _faulted_stream(policy, acquirers, days, merchants, rate,
-                                               seed + n, fault_share)
+    for n, one in enumerate(RUNS):
+        events, truth, modes = _faulted_stream(policy, one, days, seed + n, fault_share)
         _merge(table, confusion(policy, events, truth, modes, until))
         # the same traffic, over a shorter period, with no tolerance and fees rounded up
-        events, truth, modes = _rounding_stream(exact, acquirers, days / 3, merchants, rate,
-                                                seed + n, fault_share)
+        events, truth, modes = _rounding_stream(exact, one, days / 3, seed + n, fault_share)
         _merge(table, confusion(exact, events, truth, modes, until))
     return render(table)
 

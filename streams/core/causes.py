@@ -92,6 +92,9 @@ ROUNDINGS = ("floor", "ceil", "half_even", "per_channel_total")
 # A rate the prior does not carry (a free offset, a fee below the agreed one) is named only if
 # a random difference would fit it with at most this chance.
 MAX_CHANCE = 0.1
+# Every fit's score also pays for its chance of fitting at random (0 to 1) at this weight, so
+# that between explanations as plausible the sharper one wins.
+CHANCE_WEIGHT = 0.5
 _ALTERNATIVES = 3  # runners-up named in the detail
 _NO_CAP = 1 << 62
 
@@ -253,13 +256,19 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
     received, expected, tol = credit.received_minor, credit.expected_minor, credit.tolerance_minor
     fits: list[_Fit] = []
 
-    def consider(cost: float, cause: str, predicted: int, detail: dict[str, Any]) -> None:
+    def guesses(k: int) -> float:
+        """The chance that one of k exact guesses catches a random difference of this size
+        (anywhere from 0 to twice it) within the tolerance."""
+        return round(min(1.0, k * (2 * tol + 1) / (2 * abs(received - expected) + 1)), 4)
+
+    def consider(cost: float, cause: str, predicted: int, detail: dict[str, Any],
+                 chance: float) -> None:
         residual = received - predicted
         if abs(residual) > tol:
             return
-        detail = {"model": detail.pop("model"), **detail, "predicted_minor": predicted,
-                  "residual_minor": residual}
-        score = round(cost + abs(residual) / (tol + 1), 6)
+        detail = {"model": detail.pop("model"), **detail, "chance_fit": chance,
+                  "predicted_minor": predicted, "residual_minor": residual}
+        score = round(cost + CHANCE_WEIGHT * chance + abs(residual) / (tol + 1), 6)
         fits.append(_Fit(score, cause, json.dumps(detail, sort_keys=True), detail))
 
     fee_said = _stated(s, credit)
@@ -269,20 +278,20 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
     # Changes that are not about fees, each a shift of the prediction (aggregate ones combine
     # with a fee offset below).
     shifts = _return_shifts(s, deductions)
-    for cost, cause, shift, detail in shifts:
-        consider(cost, cause, expected + shift, dict(detail))
-    for cost, cause, shift, detail in _sale_shifts(s, received - expected, tol):
-        consider(cost, cause, expected + shift, detail)
+    for cost, cause, shift, detail, k in shifts:
+        consider(cost, cause, expected + shift, dict(detail), guesses(k))
+    for cost, cause, shift, detail, k in _sale_shifts(s, received - expected, tol):
+        consider(cost, cause, expected + shift, detail, guesses(k))
 
     if fee_allowed and s.sales:
         agreed = s.agreed
         # A wrong fee table: every channel + d bps, alone or with one return change. With
         # K return changes to pair it with, a loosely pinned offset would pair with one of them
         # by chance: the pairs are tried only if K x its chance of a fit is at most one half.
-        pairs = shifts if len(shifts) * _chance(tol, _uncapped_minor(s, None),
-                                                ROUND_OFFSET_BPS) <= 0.5 else []
-        for cost0, cause0, shift, detail0 in [(0.0, "", 0, {})] + pairs:
-            for cost, d, extra in _offset_fits(s, received - expected - shift, tol):
+        loose = _chance(tol, _uncapped_minor(s, None), ROUND_OFFSET_BPS)
+        pairs = shifts if len(shifts) * loose <= 0.5 else []
+        for cost0, cause0, shift, detail0, _ in [(0.0, "", 0, {}, 1)] + pairs:
+            for cost, d, extra, chance in _offset_fits(s, received - expected - shift, tol):
                 detail = {"model": "common_offset", **extra,
                           "fee_bps_charged": s.rates(agreed + d),
                           "agreed_bps": dict(s.agreed_by_channel),
@@ -290,26 +299,25 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
                 if cause0:
                     detail["with"] = {"cause": cause0, **detail0}
                 consider(cost + cost0, "fee_rate_mismatch",
-                         expected + shift + s.net(agreed + d) - s.base, detail)
-        for r in sorted(set(candidate_bps)):
+                         expected + shift + s.net(agreed + d) - s.base, detail,
+                         min(1.0, chance * len(pairs)) if cause0 else chance)
+        rates = [r for r in sorted(set(candidate_bps))
+                 if any(v != r for v in s.agreed_by_channel.values())]
+        for r in rates:
             bps = np.full_like(agreed, r)
-            if all(v == r for v in s.agreed_by_channel.values()):
-                continue
             consider(COST["one_rate"], "fee_rate_mismatch", expected + s.net(bps) - s.base,
                      {"model": "one_rate", "fee_bps_charged": s.rates(bps),
                       "agreed_bps": dict(s.agreed_by_channel),
-                      "per_channel": len(s.channels) == 1,
-                      "chance_fit": _chance(tol, _uncapped_minor(s, None), 1)})
+                      "per_channel": len(s.channels) == 1}, guesses(len(rates)))
         if len(s.channels) > 1:
             # K (channel, rate) guesses: named only if K guesses would catch a random
             # difference of this size at most half the time (a higher rate), or at most
             # MAX_CHANCE (a lower rate: how a random surplus would look)
-            guesses = {c: sorted(set(candidate_bps) - {s.agreed_by_channel[c]})
-                       for c in s.channels}
-            k = sum(len(g) for g in guesses.values())
-            chance = round(min(1.0, k * (2 * tol + 1) / (2 * abs(received - expected) + 1)), 4)
+            tried = {c: sorted(set(candidate_bps) - {s.agreed_by_channel[c]})
+                     for c in s.channels}
+            chance = guesses(sum(len(g) for g in tried.values()))
             for i, c in enumerate(s.channels):
-                for r in guesses[c]:
+                for r in tried[c]:
                     if chance > (0.5 if r > s.agreed_by_channel[c] else MAX_CHANCE):
                         continue
                     bps = np.where(s.channel == i, r, agreed)
@@ -317,15 +325,15 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
                              expected + s.net(bps) - s.base,
                              {"model": "one_channel", "channel": c,
                               "fee_bps_charged": s.rates(bps),
-                              "agreed_bps": dict(s.agreed_by_channel), "per_channel": True,
-                              "chance_fit": chance})
+                              "agreed_bps": dict(s.agreed_by_channel), "per_channel": True},
+                             chance)
         for rounding in ROUNDINGS:
             net = (s.net_per_channel_total() if rounding == "per_channel_total"
                    else s.net(agreed, rounding=rounding))
             if net != s.base:
                 consider(COST["rounding"], "rounding_rule", expected + net - s.base,
                          {"model": "rounding", "rounding": rounding,
-                          "agreed_bps": dict(s.agreed_by_channel)})
+                          "agreed_bps": dict(s.agreed_by_channel)}, guesses(len(ROUNDINGS)))
         if others:
             fitted = fit_channel_rates([Equation(sales, _fee_taken(s, credit))] + list(others),
                                        terms)
@@ -335,16 +343,17 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
                 consider(COST["per_channel"], "fee_rate_mismatch",
                          expected + s.net(bps) - s.base,
                          {"model": "per_channel", **fitted,
-                          "agreed_bps": dict(s.agreed_by_channel), "per_channel": True})
+                          "agreed_bps": dict(s.agreed_by_channel), "per_channel": True},
+                         guesses(1))
 
     if fee_said is not None and fee_allowed:
         taken = fee_said["fee_minor_stated"] - fee_said["fee_minor_agreed"]
-        for cost0, cause0, shift, detail0 in [(0.0, "", 0, {})] + shifts:
+        for cost0, cause0, shift, detail0, _ in [(0.0, "", 0, {}, 1)] + shifts:
             detail = {"model": "stated_fee", **fee_said}
             if cause0:
                 detail["with"] = {"cause": cause0, **detail0}
             consider(COST["stated_fee"] + cost0, "fee_rate_mismatch", expected + shift - taken,
-                     detail)
+                     detail, guesses(len(shifts)) if cause0 else guesses(1))
 
     if not fits:
         if fee_said is not None and fee_allowed:
@@ -393,9 +402,11 @@ def _fee_taken(s: _Sales, credit: CreditFacts) -> int:
 
 
 def _return_shifts(s: _Sales, deductions: Sequence[Deduction]
-                   ) -> list[tuple[float, str, int, dict[str, Any]]]:
-    """Refund and reversal explanations: (cost, cause, change of the credit, detail)."""
-    out: list[tuple[float, str, int, dict[str, Any]]] = []
+                   ) -> list[tuple[float, str, int, dict[str, Any], int]]:
+    """Refund and reversal explanations: (cost, cause, change of the credit, detail, how many
+    guesses of its kind were tried)."""
+    out: list[tuple[float, str, int, dict[str, Any], int]] = []
+    netted = len({d.event_id for d in deductions})
     seen = set()
     for d in deductions:
         if d.event_id in seen:
@@ -405,27 +416,27 @@ def _return_shifts(s: _Sales, deductions: Sequence[Deduction]
         out.append((COST["netted"], cause, -d.amount_minor,
                     {"model": "netted", "netted": {"type": d.type, "auth_id": d.auth_id,
                                                    "amount_minor": d.amount_minor,
-                                                   "event_id": d.event_id}}))
+                                                   "event_id": d.event_id}}, netted))
     refunded = int(s.refunded.sum()) if s.sales else 0
     if refunded:
         out.append((COST["refund_not_netted"], "refund_not_netted", refunded,
-                    {"model": "refund_not_netted", "refunded_minor": refunded}))
+                    {"model": "refund_not_netted", "refunded_minor": refunded}, 1))
         out.append((COST["refund_netted_twice"], "refund_netted", -refunded,
-                    {"model": "refund_netted_twice", "refunded_minor": refunded}))
+                    {"model": "refund_netted_twice", "refunded_minor": refunded}, 1))
     if s.sales and bool((s.amount != s.captured).any()):
         unreversed = s.net(s.agreed, amounts=s.amount) - s.base
         out.append((COST["reversal_not_netted"], "reversal_not_netted", unreversed,
                     {"model": "reversal_not_netted",
-                     "reversed_minor": int((s.amount - s.captured).sum())}))
+                     "reversed_minor": int((s.amount - s.captured).sum())}, 1))
     return out
 
 
 def _sale_shifts(s: _Sales, diff: int, tol: int
-                 ) -> list[tuple[float, str, int, dict[str, Any]]]:
+                 ) -> list[tuple[float, str, int, dict[str, Any], int]]:
     """One sale of a batch left out, or one declined sale paid: the sale closest to the
     difference, if any is within the tolerance (it explains the credit only if it is unique
     enough: two sales that both fit are reported as how many fit)."""
-    out: list[tuple[float, str, int, dict[str, Any]]] = []
+    out: list[tuple[float, str, int, dict[str, Any], int]] = []
     if len(s.sales) < 2:
         return out
     nets = s.captured - s.fees(s.agreed)
@@ -447,17 +458,18 @@ def _sale_shifts(s: _Sales, diff: int, tol: int
         sale = s.sales[pick]
         out.append((COST[cause], cause, int(sign * values[pick]),
                     {"model": cause, "auth_id": sale.auth_id, "channel": sale.channel,
-                     "amount_minor": sale.amount_minor, "sales_that_fit": int(ok.size)}))
+                     "amount_minor": sale.amount_minor, "sales_that_fit": int(ok.size)},
+                    int(idx.size)))
     return out
 
 
 def _offset_fits(s: _Sales, target_shift: int, tol: int
-                 ) -> list[tuple[float, int, dict[str, Any]]]:
+                 ) -> list[tuple[float, int, dict[str, Any], float]]:
     """Common offsets d (bps) with net(agreed + d) - net(agreed) within tol of target_shift.
 
     The net is monotone in d, so the fitting offsets are one interval; it is found on the grid
-    -OFFSET_LIMIT..OFFSET_LIMIT evaluated at once. Returns (cost, d, detail) for the chosen d,
-    or nothing:
+    -OFFSET_LIMIT..OFFSET_LIMIT evaluated at once. Returns (cost, d, detail, chance of a fit)
+    for the chosen d, or nothing:
 
     - a positive multiple of 5 (nearest the continuous estimate): a fee table above the
       agreed one, the commonest cause in the field, so the prior carries it however loosely
@@ -479,12 +491,12 @@ def _offset_fits(s: _Sales, target_shift: int, tol: int
     round_ok = ok[(ok % ROUND_OFFSET_BPS == 0) & (ok > 0)]
     if round_ok.size:
         d = int(round_ok[np.argmin(np.abs(round_ok - estimate))])  # ties: the lower one
-        return [(COST["common_offset"], d, {"offset_bps": d, **extra, "chance_fit": _chance(
-            tol, sensitivity, ROUND_OFFSET_BPS)})]
+        return [(COST["common_offset"], d, {"offset_bps": d, **extra},
+                 _chance(tol, sensitivity, ROUND_OFFSET_BPS))]
     d = int(ok[np.argmin(np.abs(ok - estimate))])
     chance = _chance(tol, sensitivity, 1)
     if abs(d) >= ROUND_OFFSET_BPS and chance <= MAX_CHANCE:
-        return [(COST["free_offset"], d, {"offset_bps": d, **extra, "chance_fit": chance})]
+        return [(COST["free_offset"], d, {"offset_bps": d, **extra}, chance)]
     return []
 
 

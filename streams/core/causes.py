@@ -91,7 +91,7 @@ ROUND_OFFSET_BPS = 5  # offsets on this grid need no sharp fit
 ROUNDINGS = ("floor", "ceil", "half_even", "per_channel_total")
 # A rate the prior does not carry (a free offset, a fee below the agreed one) is named only if
 # a random difference would fit it with at most this chance.
-MAX_CHANCE = 0.1
+MAX_CHANCE = 0.05
 # Every fit's score also pays for its chance of fitting at random (0 to 1) at this weight, so
 # that between explanations as plausible the sharper one wins.
 CHANCE_WEIGHT = 0.5

@@ -6,6 +6,7 @@ bps. Candidate rates an acquirer may charge by mistake: the policy's and common 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from dataclasses import dataclass, field
 
@@ -173,6 +174,8 @@ def test_case(case: Case):
                             deductions=case.deductions, candidate_bps=CANDIDATES)
     assert cause == case.cause, detail
     assert {k: detail.get(k) for k in case.detail} == case.detail, detail
+    # plain JSON data: it goes into the evidence files as it is (no numpy scalars)
+    assert json.loads(json.dumps(detail)) == detail
 
 
 def test_the_same_input_gives_the_same_explanation_whatever_the_order_of_candidates():

@@ -142,6 +142,9 @@ def _cause_words(d: dict | None, cur: str) -> str:
         if d.get("model") in ("common_offset", "stated_fee") and d.get("per_channel") is False:
             words.append("a common offset over the agreed rates: one credit cannot tell the "
                          "channels' rates apart")
+    if d.get("model") == "cap_ignored":
+        words.append("per-sale caps not applied: " + ", ".join(
+            f"{ch} {money(cap, cur)}" for ch, cap in d.get("caps_minor", {}).items()))
     if d.get("fee_minor_stated") is not None:
         words.append(f"acquirer's fee {money(d['fee_minor_stated'], cur)}, agreed "
                      f"{money(d['fee_minor_agreed'], cur)}")

@@ -30,7 +30,7 @@ Explanations tried:
   ``common_offset`` every channel charged its agreed rate + d (a wrong fee table: the commonest
   cause in the field); ``one_rate`` one rate for every sale, from the candidate rates (the
   policy's and common market rates); ``one_channel`` one channel charged a candidate rate, the
-  others as agreed; ``stated_fee`` the credit's ``fee_minor`` is not the agreed fee and
+  others as agreed; ``cap_ignored`` the agreed rates without the per-sale caps; ``stated_fee`` the credit's ``fee_minor`` is not the agreed fee and
   explains the credit; ``per_channel`` a rate per channel fitted by least squares over several
   credits (see :func:`fit_channel_rates`).
 - **returns**: ``refund_netted`` / ``reversal_netted`` (a refund or reversal of a sale paid
@@ -74,6 +74,7 @@ COST = {
     "stated_fee": 0.5,  # the acquirer's own statement of its fee
     "common_offset": 1.0,  # a wrong fee table: every channel + d bps, d a multiple of 5
     "one_rate": 1.0,  # one candidate rate for every sale
+    "cap_ignored": 1.0,  # the agreed rates, the per-sale caps not applied
     "netted": 1.0,  # one refund or reversal of an earlier sale netted in
     "refund_not_netted": 1.0,
     "refund_netted_twice": 1.0,
@@ -185,7 +186,7 @@ class _Sales:
         self._curve: tuple[np.ndarray, np.ndarray] | None = None
 
     def fees(self, bps: np.ndarray, amounts: np.ndarray | None = None,
-             rounding: str = "half_up") -> np.ndarray:
+             rounding: str = "half_up", capped: bool = True) -> np.ndarray:
         a = self.captured if amounts is None else amounts
         bps = np.maximum(bps, 0)
         raw = a * bps
@@ -200,12 +201,12 @@ class _Sales:
             fee = q + ((r > BPS // 2) | ((r == BPS // 2) & (q % 2 == 1)))
         else:
             raise ValueError(rounding)
-        return np.minimum(fee, self.cap)
+        return np.minimum(fee, self.cap) if capped else fee
 
     def net(self, bps: np.ndarray, amounts: np.ndarray | None = None,
-            rounding: str = "half_up") -> int:
+            rounding: str = "half_up", capped: bool = True) -> int:
         a = self.captured if amounts is None else amounts
-        return int(a.sum() - self.fees(bps, a, rounding).sum() - self.refunded.sum())
+        return int(a.sum() - self.fees(bps, a, rounding, capped).sum() - self.refunded.sum())
 
     def net_per_channel_total(self) -> int:
         """Fees rounded once per channel on the total of its uncapped sales (caps still bind)."""
@@ -327,6 +328,15 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
                               "fee_bps_charged": s.rates(bps),
                               "agreed_bps": dict(s.agreed_by_channel), "per_channel": True},
                              chance)
+        uncapped = s.net(agreed, capped=False)
+        if uncapped != s.base:
+            # the agreed rates with the per-sale caps ignored
+            consider(COST["cap_ignored"], "fee_rate_mismatch", expected + uncapped - s.base,
+                     {"model": "cap_ignored", "fee_bps_charged": dict(s.agreed_by_channel),
+                      "agreed_bps": dict(s.agreed_by_channel),
+                      "caps_minor": {c: t.cap_minor for c, t in sorted(terms.items())
+                                     if c in s.agreed_by_channel and t.cap_minor is not None}},
+                     guesses(1))
         for rounding in ROUNDINGS:
             net = (s.net_per_channel_total() if rounding == "per_channel_total"
                    else s.net(agreed, rounding=rounding))

@@ -49,6 +49,7 @@ import heapq
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, cast
 
+from . import causes
 from .events import (
     AUTHORISATION,
     DECLINED,
@@ -61,7 +62,6 @@ from .events import (
     Status,
     anomaly_id,
 )
-from . import causes
 from .policy import Cycle, Policy
 
 NEVER = -(1 << 62)  # the clock before both inputs have been seen

@@ -1,13 +1,13 @@
 """How often the reconciler names the right probable cause: a confusion table.
 
-    python -m streams.bench.causes [--days 6] [--seed 7] [--fault-share 0.04]
+    settlewatch bench causes [--days 6] [--seed 7] [--fault-share 0.04] [--fee-table-bps 30]
 
 A clean simulated stream (default policy, every cycle, no holidays in the period) gets one fault
 per settlement credit it touches, and each credit's under- or over-paid finding is compared with
 the fault put in:
 
 - from the simulator (streams.sim.simulator): ``fee_table`` (every channel charged its agreed
-  rate + 30 bps, a wrong fee table at the acquirer) and ``underpaid`` (one wrong rate, 60 or
+  rate + 30 bps, or ``--fee-table-bps``: a wrong fee table at the acquirer) and ``underpaid`` (one wrong rate, 60 or
   78 bps, for every sale);
 - applied here to credits of the clean stream: ``refund_netted`` (a refund of a sale paid days
   before is netted into this credit), ``refund_not_netted`` (a refund before the close that the
@@ -102,18 +102,19 @@ def _paid_items(events: list, injected: set[str]) -> list[_Paid]:
 Run = tuple[tuple[str, ...], int, float]  # acquirers, merchants, sales per second
 
 
-def _config(run: Run, days: float, seed: int, faults: dict[str, float]) -> SimConfig:
+def _config(run: Run, days: float, seed: int, faults: dict[str, float],
+            fee_table_bps: int = 30) -> SimConfig:
     acquirers, merchants, sales_per_second = run
     return SimConfig(start_ms=START_MS, end_ms=START_MS + int(days * DAY_MS), merchants=merchants,
                      sales_per_second=sales_per_second, seed=seed, void_rate=0.0,
-                     acquirers=acquirers, faults=faults)
+                     acquirers=acquirers, faults=faults, fee_table_bps=fee_table_bps)
 
 
-def _faulted_stream(policy: Policy, run: Run, days: float, seed: int,
-                    fault_share: float) -> tuple[list, dict[str, str], dict[str, str]]:
+def _faulted_stream(policy: Policy, run: Run, days: float, seed: int, fault_share: float,
+                    fee_table_bps: int = 30) -> tuple[list, dict[str, str], dict[str, str]]:
     """The stream with faults, the fault per subject, and each subject's mode (_modes)."""
     sim = Simulation(_config(run, days, seed, {"fee_table": fault_share,
-                                               "underpaid": fault_share}), policy)
+                                               "underpaid": fault_share}, fee_table_bps), policy)
     events = list(sim.events())
     truth = {f.subject: f.kind for f in sim.injected}
     rng = random.Random(seed)
@@ -252,13 +253,15 @@ PER_SALE = ("acq-instant", "acq-std")
 RUNS: tuple[Run, ...] = ((BATCH, 1_000, 0.035), (BATCH, 1_000, 0.23), (PER_SALE, 100, 0.02))
 
 
-def run(days: float = 6, seed: int = 7, fault_share: float = 0.04) -> tuple[str, dict]:
+def run(days: float = 6, seed: int = 7, fault_share: float = 0.04,
+        fee_table_bps: int = 30) -> tuple[str, dict]:
     policy = default_policy()
     until = START_MS + int((days + 10) * DAY_MS)
     table: dict[tuple[str, str], Counter] = defaultdict(Counter)
     exact = dataclasses.replace(policy, tolerance=Tolerance(0, 0))
     for n, one in enumerate(RUNS):
-        events, truth, modes = _faulted_stream(policy, one, days, seed + n, fault_share)
+        events, truth, modes = _faulted_stream(policy, one, days, seed + n, fault_share,
+                                               fee_table_bps)
         _merge(table, confusion(policy, events, truth, modes, until))
         # the same traffic, over a shorter period, with no tolerance and fees rounded up
         events, truth, modes = _rounding_stream(exact, one, days / 3, seed + n, fault_share)
@@ -277,8 +280,10 @@ def main(argv: Iterable[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--fault-share", type=float, default=0.04,
                     help="share of credits per fault kind")
+    ap.add_argument("--fee-table-bps", type=int, default=30,
+                    help="what the fault fee_table adds to every agreed rate")
     a = ap.parse_args(list(argv) if argv is not None else None)
-    text, shares = run(a.days, a.seed, a.fault_share)
+    text, shares = run(a.days, a.seed, a.fault_share, a.fee_table_bps)
     print(text)
     print(json.dumps({"bench": "causes", "right": shares}))
 

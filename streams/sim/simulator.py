@@ -8,7 +8,7 @@ the given rates, and every one is written down in `Simulation.injected` (the tru
 demo can compare findings with).
 
 Fault kinds: late, missing, duplicate, underpaid (a wrong fee rate), fee_table (a wrong fee
-table at the acquirer: every channel charged its agreed rate + 30 bps), overpaid, orphan,
+table at the acquirer: every channel charged its agreed rate + `fee_table_bps`, 30), overpaid, orphan,
 refund_netted (a refund of a paid sale netted into the merchant's next credit), redelivery (an
 event sent twice: counted, never a finding). Bad records for the dead-letter path come from
 `bad_records()`: raw bytes with the reason each must be rejected for.
@@ -30,7 +30,6 @@ from streams.core.policy import FeeRule, Policy
 
 FAULT_KINDS = ("late", "missing", "duplicate", "underpaid", "fee_table", "overpaid", "orphan",
                "refund_netted", "redelivery")
-FEE_TABLE_OFFSET_BPS = 30  # fault fee_table: what the wrong table adds to every agreed rate
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -50,6 +49,7 @@ class SimConfig:
     void_rate: float = 0.01
     acquirers: tuple[str, ...] = ()  # default: the policy's named acquirers plus "acq-std"
     emit_pan_masked: bool = True
+    fee_table_bps: int = 30  # fault fee_table: what the wrong table adds to every agreed rate
 
 
 @dataclass(frozen=True)
@@ -280,8 +280,8 @@ class Simulation:
             else:
                 amount = net
         elif self._fault("fee_table"):
-            amount = sum(s.amount_minor - FeeRule(rule.bps + FEE_TABLE_OFFSET_BPS, rule.cap_minor)
-                         .fee_minor(s.amount_minor)
+            amount = sum(s.amount_minor - FeeRule(rule.bps + self.cfg.fee_table_bps,
+                                                  rule.cap_minor).fee_minor(s.amount_minor)
                          for s in sales for rule in (policy.fee_rule(s.channel),))
             if net - amount > policy.tolerance.allowed_minor(net, len(sales)):
                 self._note("fee_table", m, subject)

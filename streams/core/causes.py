@@ -48,7 +48,9 @@ single-channel item the charged rate is identified (to the resolution the tolera
 the one reported, with ``per_channel: false`` in the detail. The credit's ``fee_minor`` pins the
 total fee exactly (it does not add an equation on the rates: received + fee is the gross), and
 several credits under the same fee table do give one equation each: :func:`fit_channel_rates`
-solves them per channel when their channel mixes differ enough (full rank).
+solves them per channel when their channel mixes differ enough (full rank) and one credit more
+confirms the rates (the reconciler passes the merchant's other short credits from the same
+acquirer that it still retains, the latest eight).
 
 Chance. A parameter fitted to one number always fits something; it is evidence only as far as
 a random difference would *not* have fitted. ``chance_fit`` in the detail is that probability
@@ -79,7 +81,7 @@ COST = {
     "refund_not_netted": 1.0,
     "refund_netted_twice": 1.0,
     "reversal_not_netted": 1.0,
-    "per_channel": 1.0,  # rates per channel fitted over several credits
+    "per_channel": 0.75,  # rates per channel that reproduce several credits at once
     "one_channel": 1.5,  # one channel at another candidate rate (one of K guesses)
     "missing_sale": 1.5,  # one of n sales: more freedom than a single aggregate change
     "declined_sale": 1.5,
@@ -138,11 +140,12 @@ class CreditFacts(NamedTuple):
 
 
 class Equation(NamedTuple):
-    """Another credit under the same fee table, for :func:`fit_channel_rates`: its sales and
-    the fee it took (gross - refunds - received, or its stated fee_minor)."""
+    """Another credit under the same fee table, for :func:`fit_channel_rates`: its sales, the
+    fee it took (:func:`fee_taken`) and its tolerance (default: one minor unit per sale)."""
 
     sales: Sequence[Sale]
     fee_minor: int
+    tolerance_minor: int | None = None
 
 
 class Explanation(NamedTuple):
@@ -345,16 +348,17 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
                          {"model": "rounding", "rounding": rounding,
                           "agreed_bps": dict(s.agreed_by_channel)}, guesses(len(ROUNDINGS)))
         if others:
-            fitted = fit_channel_rates([Equation(sales, _fee_taken(s, credit))] + list(others),
-                                       terms)
-            if fitted is not None:
+            fitted = fit_channel_rates(
+                [Equation(sales, _fee_taken(s, credit), tol)] + list(others), terms)
+            if fitted is not None and fitted["chance_fit"] <= MAX_CHANCE:
+                chance = fitted.pop("chance_fit")
                 bps = np.array([fitted["fee_bps_charged"][sale.channel] for sale in s.sales],
                                dtype=agreed.dtype)
                 consider(COST["per_channel"], "fee_rate_mismatch",
                          expected + s.net(bps) - s.base,
                          {"model": "per_channel", **fitted,
                           "agreed_bps": dict(s.agreed_by_channel), "per_channel": True},
-                         guesses(1))
+                         chance)
 
     if fee_said is not None and fee_allowed:
         taken = fee_said["fee_minor_stated"] - fee_said["fee_minor_agreed"]
@@ -406,9 +410,15 @@ def _stated(s: _Sales, credit: CreditFacts) -> dict[str, Any] | None:
 
 
 def _fee_taken(s: _Sales, credit: CreditFacts) -> int:
-    if credit.fee_minor is not None:
-        return credit.fee_minor
-    return int(s.captured.sum() - s.refunded.sum()) - credit.received_minor
+    return fee_taken(s.sales, credit.received_minor, credit.fee_minor)
+
+
+def fee_taken(sales: Sequence[Sale], received_minor: int, fee_minor: int | None = None) -> int:
+    """The fee a credit took: its stated fee_minor, else captured - refunded - received."""
+    if fee_minor is not None:
+        return fee_minor
+    gross = sum(max(s.amount_minor - s.reversed_minor, 0) for s in sales if s.approved)
+    return gross - sum(s.refunded_minor for s in sales) - received_minor
 
 
 def _return_shifts(s: _Sales, deductions: Sequence[Deduction]
@@ -536,20 +546,27 @@ def _net_grid(s: _Sales, grid: np.ndarray) -> np.ndarray:
 # ---- several credits: rates per channel -----------------------------------------------------
 
 
-def fit_channel_rates(equations: Sequence[Equation], terms: Mapping[str, Terms],
-                      tolerance_minor: int | None = None) -> dict[str, Any] | None:
+def fit_channel_rates(equations: Sequence[Equation], terms: Mapping[str, Terms]
+                      ) -> dict[str, Any] | None:
     """Fee rates per channel from several credits, by least squares; None if not identifiable.
 
-    Each credit gives one equation, sum over its sales of fee(captured, r_channel) = fee taken.
-    Linear in the rates for uncapped sales (capped sales take their cap). With at least as many
-    credits as channels and channel mixes that differ (full column rank), the rates are the
-    least-squares solution, rounded to whole bps and accepted only if every credit is then
-    reproduced within ``tolerance_minor`` (default: one minor unit per sale).
+    Each credit gives one equation, sum over its sales of fee(captured, r_channel) = fee taken,
+    linear in the rates for uncapped sales (capped sales take their cap). The rates are
+    identifiable when the channel mixes differ (full column rank); they are the least-squares
+    solution rounded to whole bps, and are accepted only if
+
+    - there is at least one credit more than channels (so that some credit confirms them),
+    - each is within OFFSET_LIMIT_BPS of the agreed rate, and
+    - every credit is then reproduced within its tolerance (default one minor unit per sale).
+
+    ``chance_fit`` is the chance that the confirming credits fit at random: for each, its
+    tolerance window over how far the rates' plausible range moves it, multiplied over the
+    (credits - channels) least telling credits.
     """
     channels = sorted({sale.channel for eq in equations for sale in eq.sales})
-    if not channels or len(equations) < len(channels):
+    if not channels or len(equations) <= len(channels):
         return None
-    rows, ys = [], []
+    rows, ys, chances = [], [], []
     for eq in equations:
         row = [0.0] * len(channels)
         y = float(eq.fee_minor)
@@ -562,12 +579,14 @@ def fit_channel_rates(equations: Sequence[Equation], terms: Mapping[str, Terms],
                 row[channels.index(sale.channel)] += captured / BPS
         rows.append(row)
         ys.append(y)
+        window = 2 * _equation_tolerance(eq) + 1
+        chances.append(min(1.0, window / max(sum(row) * 2 * OFFSET_LIMIT_BPS, 1e-9)))
     a, b = np.array(rows), np.array(ys)
     if np.linalg.matrix_rank(a) < len(channels):
         return None
     solution, *_ = np.linalg.lstsq(a, b, rcond=None)
     rates = {c: int(round(float(r))) for c, r in zip(channels, solution)}
-    if any(r < 0 for r in rates.values()):
+    if any(r < 0 or abs(r - terms[c].bps) > OFFSET_LIMIT_BPS for c, r in rates.items()):
         return None
     for eq in equations:
         fee = 0
@@ -576,9 +595,13 @@ def fit_channel_rates(equations: Sequence[Equation], terms: Mapping[str, Terms],
             f = (captured * rates[sale.channel] + BPS // 2) // BPS
             cap = terms[sale.channel].cap_minor
             fee += f if cap is None else min(f, cap)
-        allowed = len(eq.sales) if tolerance_minor is None else tolerance_minor
-        if abs(fee - eq.fee_minor) > allowed:
+        if abs(fee - eq.fee_minor) > _equation_tolerance(eq):
             return None
-    return {"fee_bps_charged": rates, "fit_bps": {c: round(float(r), 2)
-                                                  for c, r in zip(channels, solution)},
-            "credits": len(equations)}
+    chance = float(np.prod(sorted(chances, reverse=True)[:len(equations) - len(channels)]))
+    return {"fee_bps_charged": rates,
+            "fit_bps": {c: round(float(r), 2) for c, r in zip(channels, solution)},
+            "credits": len(equations), "chance_fit": round(chance, 4)}
+
+
+def _equation_tolerance(eq: Equation) -> int:
+    return len(eq.sales) if eq.tolerance_minor is None else eq.tolerance_minor

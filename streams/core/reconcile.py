@@ -802,20 +802,42 @@ class Reconciler:
         """Name the likeliest reason a credit differs from what was expected, with its detail.
 
         The scoring is streams.core.causes.explain (fee rates per channel, returns netted or
-        not, a missing or declined sale, a rounding rule); this passes it plain data. One netted
-        refund or reversal explains one short credit, so the one it names is consumed.
+        not, a missing or declined sale, a rounding rule); this passes it plain data, with the
+        merchant's other short credits still retained as more equations on the rates. One
+        netted refund or reversal explains one short credit, so the one it names is consumed.
         """
-        policy = self.policy
-        sales = [causes.Sale(s.auth_id, s.channel, s.amount_minor, s.approved, s.reversed_minor,
-                             s.refunded_minor) for i in items for s in i.sales]
+        def plain(item_list: list[Item]) -> list[causes.Sale]:
+            return [causes.Sale(s.auth_id, s.channel, s.amount_minor, s.approved,
+                                s.reversed_minor, s.refunded_minor)
+                    for i in item_list for s in i.sales]
+
+        sales = plain(items)
+        # Other credits of this merchant and acquirer still retained that were short too: under
+        # the same wrong fee table each is one more equation on the rates (the latest eight).
+        others = []
+        for other in m.items.values():
+            rec = m.credits.get(other.payer) if other.payer is not None else None
+            if (rec is None or other in items or other.acquirer != c.acquirer
+                    or rec.credit.credit_id == c.credit_id or len(rec.items) != 1
+                    or self._expected(other) - rec.credit.amount_minor
+                    <= self._tolerance(other)):
+                continue
+            osales = plain([other])
+            others.append((rec.credit.event_time_ms, rec.credit.credit_id, causes.Equation(
+                osales, causes.fee_taken(osales, rec.credit.amount_minor, rec.credit.fee_minor),
+                self._tolerance(other))))
+        others = sorted(others, key=lambda o: o[:2])[-8:]
         terms = {ch: causes.Terms(rule.bps, rule.cap_minor)
-                 for ch in {s.channel for s in sales} for rule in (policy.fee_rule(ch),)}
+                 for ch in {s.channel for s in sales}.union(
+                     *({s.channel for s in o[2].sales} for o in others))
+                 for rule in (self.policy.fee_rule(ch),)}
         deductions = ([causes.Deduction(d[0], d[1], d[2], d[4]) for d in m.deductions]
                       if diff < 0 else [])
         cause, detail = causes.explain(
             sales, terms, causes.CreditFacts(c.amount_minor, c.amount_minor - diff, tolerance,
                                              c.fee_minor),
-            deductions=deductions, candidate_bps=self._fee_bps)
+            deductions=deductions, candidate_bps=self._fee_bps,
+            others=[o[2] for o in others])
         netted = detail.get("netted") or detail.get("with", {}).get("netted")
         if netted is not None:
             m.deductions = [d for d in m.deductions if d[4] != netted["event_id"]]

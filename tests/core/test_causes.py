@@ -330,3 +330,32 @@ def test_under_a_zero_tolerance_the_simulators_clean_credits_raise_nothing():
     events = sorted(Simulation(cfg, exact).events(), key=lambda e: e.event_time_ms)
     assert [f for f in feed(Reconciler(exact), events, start + 10 * 86_400_000)
             if f.kind.value in ("underpaid", "overpaid")] == []
+
+
+def test_short_batches_under_one_wrong_table_give_each_channels_rate_once_they_confirm_it():
+    # credit 60 -> 85 and qr 38 -> 45 bps, debit as agreed: not a common offset, and no
+    # single credit of several channels can tell; four batches of differing mixes can.
+    charged = {"credit": 85, "debit": 50, "qr": 45}
+    mixes = [(300_000, 200_000, 100_000), (50_000, 400_000, 250_000),
+             (420_000, 0, 90_000), (130_000, 170_000, 600_000)]
+    events = []
+    for day, mix in enumerate(mixes):
+        date = f"2026-10-{12 + day}"
+        batch = f"W{day}"
+        received = 0
+        for channel, amount in zip(("credit", "debit", "qr"), mix):
+            if amount:
+                events.append(sale(f"{batch}-{channel}", f"{date} 10:00", amount,
+                                   acquirer="acq-batch", batch_id=batch, channel=channel))
+                cap = 2000 if channel == "debit" else None
+                received += net(amount, charged[channel], cap)
+        events.append(credit(f"c{batch}", f"{date} 23:30", received, batch_id=batch,
+                             acquirer="acq-batch"))
+    found = _batch_findings(events, "2026-10-20 00:00")
+    assert [f.subject for f in found] == ["W0", "W1", "W2", "W3"]
+    # alone, the first batch is not explained (three channels, one equation)
+    assert found[0].probable_cause == "unknown"
+    last = found[-1].evidence["cause_detail"]
+    assert found[-1].probable_cause == "fee_rate_mismatch"
+    assert (last["model"], last["fee_bps_charged"], last["credits"]) == (
+        "per_channel", charged, 4)

@@ -63,7 +63,7 @@ offset paired with a return change (one of K pairs) must each be unlikely by cha
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -186,6 +186,10 @@ class _Sales:
         self.agreed_by_channel = {c: terms[c].bps for c in self.channels}
         self.terms = terms
         self.base = self.net(self.agreed)
+        agreed_fees = self.fees(self.agreed)
+        self.capped_any = bool((agreed_fees >= self.cap).any())
+        # captured minor units whose fee moves with the rate (caps not reached)
+        self.moving_minor = int(self.captured[agreed_fees < self.cap].sum())
         self._curve: tuple[np.ndarray, np.ndarray] | None = None
 
     def fees(self, bps: np.ndarray, amounts: np.ndarray | None = None,
@@ -265,11 +269,12 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
         (anywhere from 0 to twice it) within the tolerance."""
         return round(min(1.0, k * (2 * tol + 1) / (2 * abs(received - expected) + 1)), 4)
 
-    def consider(cost: float, cause: str, predicted: int, detail: dict[str, Any],
-                 chance: float) -> None:
+    def consider(cost: float, cause: str, predicted: int,
+                 detail: dict[str, Any] | Callable[[], dict[str, Any]], chance: float) -> None:
         residual = received - predicted
         if abs(residual) > tol:
             return
+        detail = dict(detail() if callable(detail) else detail)  # built only for a fit
         detail = {"model": detail.pop("model"), **detail, "chance_fit": chance,
                   "predicted_minor": predicted, "residual_minor": residual}
         score = round(cost + CHANCE_WEIGHT * chance + abs(residual) / (tol + 1), 6)
@@ -283,7 +288,7 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
     # with a fee offset below).
     shifts = _return_shifts(s, deductions)
     for cost, cause, shift, detail, k in shifts:
-        consider(cost, cause, expected + shift, dict(detail), guesses(k))
+        consider(cost, cause, expected + shift, detail, guesses(k))
     for cost, cause, shift, detail, k in _sale_shifts(s, received - expected, tol):
         consider(cost, cause, expected + shift, detail, guesses(k))
 
@@ -292,27 +297,33 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
         # A wrong fee table: every channel + d bps, alone or with one return change. With
         # K return changes to pair it with, a loosely pinned offset would pair with one of them
         # by chance: the pairs are tried only if K x its chance of a fit is at most one half.
-        loose = _chance(tol, _uncapped_minor(s, None), ROUND_OFFSET_BPS)
+        loose = _chance(tol, s.moving_minor, ROUND_OFFSET_BPS)
         pairs = shifts if len(shifts) * loose <= 0.5 else []
         for cost0, cause0, shift, detail0, _ in [(0.0, "", 0, {}, 1)] + pairs:
             for cost, d, extra, chance in _offset_fits(s, received - expected - shift, tol):
-                detail = {"model": "common_offset", **extra,
-                          "fee_bps_charged": s.rates(agreed + d),
-                          "agreed_bps": dict(s.agreed_by_channel),
-                          "per_channel": len(s.channels) == 1}
-                if cause0:
-                    detail["with"] = {"cause": cause0, **detail0}
+                def offset_detail(d=d, extra=extra, cause0=cause0, detail0=detail0):
+                    detail = {"model": "common_offset", **extra,
+                              "fee_bps_charged": s.rates(agreed + d),
+                              "agreed_bps": dict(s.agreed_by_channel),
+                              "per_channel": len(s.channels) == 1}
+                    if cause0:
+                        detail["with"] = {"cause": cause0, **detail0}
+                    return detail
                 consider(cost + cost0, "fee_rate_mismatch",
-                         expected + shift + s.net(agreed + d) - s.base, detail,
+                         expected + shift + s.net(agreed + d) - s.base, offset_detail,
                          min(1.0, chance * len(pairs)) if cause0 else chance)
         rates = [r for r in sorted(set(candidate_bps))
                  if any(v != r for v in s.agreed_by_channel.values())]
-        for r in rates:
-            bps = np.full_like(agreed, r)
-            consider(COST["one_rate"], "fee_rate_mismatch", expected + s.net(bps) - s.base,
-                     {"model": "one_rate", "fee_bps_charged": s.rates(bps),
-                      "agreed_bps": dict(s.agreed_by_channel),
-                      "per_channel": len(s.channels) == 1}, guesses(len(rates)))
+        if rates:
+            nets = _nets(s, np.broadcast_to(np.array(rates, dtype=agreed.dtype),
+                                            (len(s.sales), len(rates))))
+            for r, n in zip(rates, nets):
+                consider(COST["one_rate"], "fee_rate_mismatch", expected + int(n) - s.base,
+                         lambda r=r: {"model": "one_rate",
+                                      "fee_bps_charged": s.rates(np.full_like(agreed, r)),
+                                      "agreed_bps": dict(s.agreed_by_channel),
+                                      "per_channel": len(s.channels) == 1},
+                         guesses(len(rates)))
         if len(s.channels) > 1:
             # K (channel, rate) guesses: named only if K guesses would catch a random
             # difference of this size at most half the time (a higher rate), or at most
@@ -321,17 +332,22 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
                      for c in s.channels}
             chance = guesses(sum(len(g) for g in tried.values()))
             for i, c in enumerate(s.channels):
-                for r in tried[c]:
-                    if chance > (0.5 if r > s.agreed_by_channel[c] else MAX_CHANCE):
-                        continue
-                    bps = np.where(s.channel == i, r, agreed)
+                allowed = [r for r in tried[c]
+                           if chance <= (0.5 if r > s.agreed_by_channel[c] else MAX_CHANCE)]
+                if not allowed:
+                    continue
+                on = (s.channel == i)[:, None]
+                nets = _nets(s, np.where(on, np.array(allowed, dtype=agreed.dtype)[None, :],
+                                         agreed[:, None]))
+                for r, n in zip(allowed, nets):
                     consider(COST["one_channel"], "fee_rate_mismatch",
-                             expected + s.net(bps) - s.base,
-                             {"model": "one_channel", "channel": c,
-                              "fee_bps_charged": s.rates(bps),
-                              "agreed_bps": dict(s.agreed_by_channel), "per_channel": True},
+                             expected + int(n) - s.base,
+                             lambda r=r, i=i, c=c: {
+                                 "model": "one_channel", "channel": c,
+                                 "fee_bps_charged": s.rates(np.where(s.channel == i, r, agreed)),
+                                 "agreed_bps": dict(s.agreed_by_channel), "per_channel": True},
                              chance)
-        uncapped = s.net(agreed, capped=False)
+        uncapped = s.net(agreed, capped=False) if s.capped_any else s.base
         if uncapped != s.base:
             # the agreed rates with the per-sale caps ignored
             consider(COST["cap_ignored"], "fee_rate_mismatch", expected + uncapped - s.base,
@@ -340,7 +356,8 @@ def explain(sales: Sequence[Sale], terms: Mapping[str, Terms], credit: CreditFac
                       "caps_minor": {c: t.cap_minor for c, t in sorted(terms.items())
                                      if c in s.agreed_by_channel and t.cap_minor is not None}},
                      guesses(1))
-        for rounding in ROUNDINGS:
+        # another rounding moves each sale's fee by at most one minor unit
+        for rounding in ROUNDINGS if abs(received - expected) <= len(s.sales) + tol else ():
             net = (s.net_per_channel_total() if rounding == "per_channel_total"
                    else s.net(agreed, rounding=rounding))
             if net != s.base:
@@ -506,7 +523,7 @@ def _offset_fits(s: _Sales, target_shift: int, tol: int
     # the continuous estimate: interpolate the shift curve (decreasing in d) at the target
     estimate = float(np.interp(-target_shift, -shifts.astype(float), grid))
     first, last = int(ok.min()), int(ok.max())
-    sensitivity = _uncapped_minor(s, None)
+    sensitivity = s.moving_minor
     extra = {"fit_bps": round(estimate, 2), "fit_range_bps": [first, last]}
     round_ok = ok[(ok % ROUND_OFFSET_BPS == 0) & (ok > 0)]
     if round_ok.size:
@@ -520,14 +537,6 @@ def _offset_fits(s: _Sales, target_shift: int, tol: int
     return []
 
 
-def _uncapped_minor(s: _Sales, on: np.ndarray | None) -> int:
-    """Captured minor units whose fee moves with the rate (caps not reached), of some sales."""
-    moving = s.fees(s.agreed) < s.cap
-    if on is not None:
-        moving = moving & on
-    return int(s.captured[moving].sum())
-
-
 def _chance(tol: int, sensitivity_minor: int, step_bps: int) -> float:
     """How likely a random difference lands within the tolerance of some rate on a grid of
     step_bps: the tolerance window over the credit's move per grid step (at most 1)."""
@@ -536,8 +545,13 @@ def _chance(tol: int, sensitivity_minor: int, step_bps: int) -> float:
 
 
 def _net_grid(s: _Sales, grid: np.ndarray) -> np.ndarray:
-    """net(agreed + d) for every d of the grid (one row of fees per sale, vectorised)."""
-    bps = np.maximum(s.agreed[:, None] + grid[None, :].astype(s.agreed.dtype), 0)
+    """net(agreed + d) for every d of the grid."""
+    return _nets(s, s.agreed[:, None] + grid[None, :].astype(s.agreed.dtype))
+
+
+def _nets(s: _Sales, bps: np.ndarray) -> np.ndarray:
+    """The net for each column of rates (one row per sale), fees rounded half up and capped."""
+    bps = np.maximum(bps, 0)
     a = s.captured[:, None]
     fees = np.minimum((a * bps + BPS // 2) // BPS, s.cap[:, None])
     return a.sum() - fees.sum(axis=0) - s.refunded.sum()

@@ -813,9 +813,12 @@ class Reconciler:
 
         sales = plain(items)
         # Other credits of this merchant and acquirer still retained that were short too: under
-        # the same wrong fee table each is one more equation on the rates (the latest eight).
+        # the same wrong fee table each is one more equation on the rates. Among the 64 items
+        # opened last (a bound: under a wrong table every credit is a finding), the latest 8.
         others = []
-        for other in m.items.values():
+        for seen, other in enumerate(reversed(m.items.values())):
+            if seen == 64:
+                break
             rec = m.credits.get(other.payer) if other.payer is not None else None
             if (rec is None or other in items or other.acquirer != c.acquirer
                     or rec.credit.credit_id == c.credit_id or len(rec.items) != 1

@@ -813,12 +813,12 @@ class Reconciler:
 
         sales = plain(items)
         # Other credits of this merchant and acquirer still retained that were short too: under
-        # the same wrong fee table each is one more equation on the rates. Among the 64 items
-        # opened last (a bound: under a wrong table every credit is a finding), the latest 8.
+        # the same wrong fee table each is one more equation on the rates (the latest eight, by
+        # credit time: the same whatever order the state was restored in). Only a credit of
+        # several channels needs them: one channel's rate one credit pins by itself.
         others = []
-        for seen, other in enumerate(reversed(m.items.values())):
-            if seen == 64:
-                break
+        several = len({s.channel for s in sales}) > 1
+        for other in m.items.values() if several else ():
             rec = m.credits.get(other.payer) if other.payer is not None else None
             if (rec is None or other in items or other.acquirer != c.acquirer
                     or rec.credit.credit_id == c.credit_id or len(rec.items) != 1

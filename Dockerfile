@@ -29,7 +29,7 @@ RUN pip install \
       "orjson==3.13.0" \
       "click==8.3.3" \
       "aiosmtpd==1.4.6"
-COPY pyproject.toml README.md settlewatch.toml /src/
+COPY pyproject.toml README.md /src/
 COPY streams /src/streams
 # --no-deps: everything it needs is installed above, so nothing unpinned slips in here.
 RUN pip install --no-deps /src
@@ -39,7 +39,7 @@ RUN groupadd --system --gid 10001 settlewatch \
  && useradd --system --uid 10001 --gid settlewatch --home-dir /var/lib/settlewatch \
       --create-home --shell /usr/sbin/nologin settlewatch
 COPY --from=build /opt/settlewatch /opt/settlewatch
-COPY settlewatch.toml /etc/settlewatch/settlewatch.toml
+COPY streams/data/settlewatch.toml /etc/settlewatch/settlewatch.toml
 ENV PATH=/opt/settlewatch/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     SETTLEWATCH_CONFIG=/etc/settlewatch/settlewatch.toml \

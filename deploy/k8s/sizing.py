@@ -19,8 +19,10 @@ Inputs and where they come from (update them when the measurements change):
   9 (size for your calendar's longest, or rely on limit_factor).
 - table_factor = 2: an assumption, not measured: with the memory:// store faust's table also
   holds each merchant's serialised state next to the reconciler's objects.
-- base = 250 MiB: an idle worker (Python, faust, aiokafka, numpy, prometheus-client): the
-  ~200 MiB RSS measured on a fresh worker, rounded up.
+- base = 250 MiB: a worker with no state yet (Python, faust, aiokafka, numpy,
+  prometheus-client) measured 75-100 MiB RSS (docs/ops-board.png's demo run, "Worker CPU and
+  memory" of the Pipeline board), plus room for the consumers' fetch buffers (up to 32 MiB
+  per partition fetch, streams/live/app.py MAX_VALUE_BYTES); rounded up.
 - limit_factor = 2: headroom for a restore (old and new copies of a partition's state) and
   for backlogs after holidays.
 """

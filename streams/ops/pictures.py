@@ -124,10 +124,13 @@ def fetch(prom: Prometheus, dashboard: dict, start: float, end: float,
         targets = []
         for t in panel.get("targets", []):
             expr = grafana_expr(t["expr"], range_s=end - start, rate_interval_s=rate_interval)
+            series = prom.range(expr, start, end, step)
             if t.get("instant"):
-                series = prom.instant(expr, end)
-            else:
-                series = prom.range(expr, start, end, step)
+                # Grafana evaluates these at the window's end; a picture drawn after the
+                # worker stopped would find its series stale there, so take each series'
+                # last value within the window instead (what the panel showed last).
+                series = [Series(s.labels, s.times[-1:], [s.last()]) for s in series
+                          if s.last() is not None]
             targets.append((t.get("legendFormat", ""), series))
         out.append(Drawn(panel, targets))
     return out
@@ -152,6 +155,18 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:,.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:,.0f}"
 
 
+def _short(v: float) -> str:
+    """Axis labels: 12k, 3.5M, 0.25."""
+    a = abs(v)
+    if a >= 1e9:
+        return f"{v / 1e9:g}G"
+    if a >= 1e6:
+        return f"{v / 1e6:g}M"
+    if a >= 1e4:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
 def _unit(panel: dict) -> str:
     return panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
 
@@ -159,6 +174,7 @@ def _unit(panel: dict) -> str:
 def _draw_panel(ax, drawn: Drawn, start: float, end: float) -> None:
     import matplotlib.dates as mdates
     from datetime import datetime, timezone
+    from matplotlib.ticker import FuncFormatter
     panel = drawn.panel
     kind, unit, title = panel.get("type"), _unit(panel), panel.get("title", "")
     ax.set_title(title, fontsize=10, loc="left", fontweight="bold")
@@ -168,6 +184,11 @@ def _draw_panel(ax, drawn: Drawn, start: float, end: float) -> None:
         stacked = (panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {})
                    .get("stacking", {}).get("mode") == "normal")
         scale = 100.0 if unit == "percentunit" else 1.0
+        top = max((abs(v) for _, s in rows for v in s.values if not math.isnan(v)), default=0)
+        if unit == "s" and top > 2 * 3600:
+            scale, unit = 1 / 3600, "h"
+        elif unit == "s" and top > 120:
+            scale, unit = 1 / 60, "min"
         for name, s in sorted(rows, key=lambda r: r[0]):
             ts = [datetime.fromtimestamp(t, timezone.utc) for t in s.times]
             ax.plot(ts, [v * scale for v in s.values], label=name, linewidth=1.4)
@@ -177,12 +198,14 @@ def _draw_panel(ax, drawn: Drawn, start: float, end: float) -> None:
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=timezone.utc))
         ax.tick_params(labelsize=8)
         ax.grid(True, alpha=0.3)
-        if unit == "percentunit":
-            ax.set_ylabel("%", fontsize=8)
-        elif unit == "s":
-            ax.set_ylabel("seconds", fontsize=8)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
+        ylabel = {"percentunit": "%", "s": "seconds", "min": "minutes", "h": "hours"}.get(unit)
+        if ylabel:
+            ax.set_ylabel(ylabel, fontsize=8)
         if rows:
-            ax.legend(fontsize=7, loc="upper left", ncol=min(3, len(rows)), framealpha=0.8)
+            wide = panel.get("gridPos", {}).get("w", 12) > 12
+            ax.legend(fontsize=7, loc="upper left", ncol=(5 if wide else 3) if len(rows) > 3
+                      else len(rows), framealpha=0.85)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
                     fontsize=10, color="grey")
@@ -201,11 +224,16 @@ def _draw_panel(ax, drawn: Drawn, start: float, end: float) -> None:
         if not items:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
             return
-        ax.barh([n for n, _ in items], [v for _, v in items], color="#e0752d")
-        ax.set_yticks(range(len(items)), [n for n, _ in items], fontsize=8)
-        ax.tick_params(axis="x", labelsize=8)
-        for i, (_, v) in enumerate(items):
-            ax.text(v, i, " " + _fmt(v, unit), va="center", fontsize=8)
+        top = max(v for _, v in items) or 1.0
+        ax.barh(range(len(items)), [v for _, v in items], color="#e0752d", height=0.6)
+        ax.set_xlim(0, top * 1.05)
+        for i, (name, v) in enumerate(items):
+            label = f" {name}: {_fmt(v, unit)} "
+            if v > top * 0.5:  # inside a long bar, after a short one
+                ax.text(v, i, label, va="center", ha="right", fontsize=9, color="white",
+                        fontweight="bold")
+            else:
+                ax.text(v, i, label, va="center", ha="left", fontsize=9)
         return
     if kind == "table":
         keys = sorted({k for _, s in rows for k in s.labels if k != "__name__"})
@@ -229,7 +257,7 @@ def _slug(text: str) -> str:
 
 
 def render(dashboard: dict, drawn: list[Drawn], start: float, end: float, out_dir: Path,
-           name: str) -> tuple[Path, list[Path]]:
+           name: str, note: str = "") -> tuple[Path, list[Path]]:
     """Write `<out_dir>/<name>.png` (the board) and `<out_dir>/<name>/NN-title.png` (each
     panel); returns their paths."""
     import matplotlib
@@ -252,7 +280,7 @@ def render(dashboard: dict, drawn: list[Drawn], start: float, end: float, out_di
     # The board: Grafana's grid (24 columns; a height unit is 30 px) at 60 px per column.
     bottom = max((d.panel["gridPos"]["y"] + d.panel["gridPos"]["h"]) for d in drawn)
     col_in, row_in = 0.62, 0.36
-    header_in = 0.7
+    header_in = 0.85
     fig = plt.figure(figsize=(GRID_COLUMNS * col_in, bottom * row_in + header_in), dpi=90)
     height = bottom * row_in + header_in
     when = (f"{datetime.fromtimestamp(start, timezone.utc):%Y-%m-%d %H:%M} - "
@@ -260,6 +288,8 @@ def render(dashboard: dict, drawn: list[Drawn], start: float, end: float, out_di
     fig.text(0.01, 1 - 0.3 / height, f"{dashboard.get('title', name)}   ({when}, all "
              f"acquirers, drawn from Prometheus by settlewatch pictures)", fontsize=13,
              fontweight="bold", va="center")
+    if note:
+        fig.text(0.01, 1 - 0.58 / height, note, fontsize=10, va="center", color="#444")
     pad = 0.12
     for d in drawn:
         g = d.panel["gridPos"]
@@ -284,7 +314,8 @@ def render(dashboard: dict, drawn: list[Drawn], start: float, end: float, out_di
 
 
 def draw_all(prometheus_url: str, start: float, end: float, out_dir: Path,
-             dashboards: list[Path] | None = None, scrape_s: float = 5.0) -> dict[str, Path]:
+             dashboards: list[Path] | None = None, scrape_s: float = 5.0,
+             note: str = "") -> dict[str, Path]:
     """Every dashboard's board and panels over [start, end]; returns {dashboard stem: board}."""
     prom = Prometheus(prometheus_url)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +323,7 @@ def draw_all(prometheus_url: str, start: float, end: float, out_dir: Path,
     for path in dashboards or sorted(DASHBOARDS.glob("*.json")):
         dashboard = json.loads(path.read_text())
         drawn = fetch(prom, dashboard, start, end, scrape_s)
-        board, _ = render(dashboard, drawn, start, end, out_dir, path.stem)
+        board, _ = render(dashboard, drawn, start, end, out_dir, path.stem, note)
         boards[path.stem] = board
     return boards
 
@@ -334,7 +365,9 @@ def demo_window(seconds: float, faults: str, *, seed: int, echo=click.echo) -> t
               type=click.Path(file_okay=False), help="Where the PNG files go.")
 @click.option("--board", "board_copy", type=click.Path(dir_okay=False),
               help="Also copy the ops board here (make pictures: docs/ops-board.png).")
-def pictures_command(prometheus, last, start, end, demo_s, faults, seed, out_dir, board_copy):
+@click.option("--note", default="", help="A line under each board's title.")
+def pictures_command(prometheus, last, start, end, demo_s, faults, seed, out_dir, board_copy,
+                     note):
     """Draw every Grafana panel from Prometheus into PNG files."""
     started_stack = False
     env = dict(os.environ)
@@ -354,7 +387,11 @@ def pictures_command(prometheus, last, start, end, demo_s, faults, seed, out_dir
                 start = end - parse_duration_ms(last, "--last") / 1000
             if start is None:
                 raise click.UsageError("give --last, --start or --demo")
-        boards = draw_all(prometheus, start, end, Path(out_dir))
+        click.echo(f"pictures: window --start {start:.0f} --end {end:.0f}")
+        if demo_s and not note:
+            note = (f"settlewatch demo, {demo_s:.0f} s: 36 h of simulated traffic replayed at "
+                    f"600x, then live. Faults: {faults}")
+        boards = draw_all(prometheus, start, end, Path(out_dir), note=note)
     finally:
         if started_stack:
             _stack(env, "down")

@@ -11,9 +11,10 @@ Grafana's variables are replaced as with "All" selected ($acquirer -> .*), `$__r
 window and `$__rate_interval` by four scrape intervals (at least 1m), as the data source's
 `timeInterval` makes Grafana do.
 
-`--demo SECONDS` makes the window itself: the local stack (started if not running, stopped
-again after), `settlewatch demo --duration SECONDS --faults ...` with one bad acquirer, then
-the pictures of that run: what `make pictures` runs to draw docs/ops-board.png.
+`--demo SECONDS` makes the window itself: the local stack (when none is running, one of its
+own in `<out>/stack/`, so that Prometheus holds this run only; stopped again after), then
+`settlewatch demo --duration SECONDS --faults ...` with one bad acquirer, then the pictures of
+that run: what `make pictures` runs to draw docs/ops-board.png.
 
 Imports matplotlib only when drawing (the optional extra `pictures`, also in `test`).
 """
@@ -181,18 +182,15 @@ def _draw_panel(ax, drawn: Drawn, start: float, end: float) -> None:
     rows = [(legend(fmt, s.labels, f"{chr(65 + i)}"), s)
             for i, (fmt, series) in enumerate(drawn.targets) for s in series]
     if kind == "timeseries":
-        stacked = (panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {})
-                   .get("stacking", {}).get("mode") == "normal")
         scale = 100.0 if unit == "percentunit" else 1.0
         top = max((abs(v) for _, s in rows for v in s.values if not math.isnan(v)), default=0)
         if unit == "s" and top > 2 * 3600:
             scale, unit = 1 / 3600, "h"
         elif unit == "s" and top > 120:
             scale, unit = 1 / 60, "min"
-        for name, s in sorted(rows, key=lambda r: r[0]):
+        for name, s in sorted(rows, key=lambda r: r[0]):  # lines, never stacked: each readable
             ts = [datetime.fromtimestamp(t, timezone.utc) for t in s.times]
             ax.plot(ts, [v * scale for v in s.values], label=name, linewidth=1.4)
-        del stacked  # lines, not stacks: every series stays readable on its own
         ax.set_xlim(datetime.fromtimestamp(start, timezone.utc),
                     datetime.fromtimestamp(end, timezone.utc))
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=timezone.utc))
@@ -335,7 +333,8 @@ def _stack(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedP
                           timeout=timeout, check=False)
 
 
-def demo_window(seconds: float, faults: str, *, seed: int, echo=click.echo) -> tuple[float, float]:
+def demo_window(seconds: float, faults: str, *, seed: int, env: dict | None = None,
+                echo=click.echo) -> tuple[float, float]:
     """Run `settlewatch demo` for `seconds` on the local stack; returns its wall-clock window.
     The stack is started here when it is not running, so that the demo leaves Prometheus
     running for the pictures, and stopped again once they are drawn (the caller's job)."""
@@ -343,7 +342,7 @@ def demo_window(seconds: float, faults: str, *, seed: int, echo=click.echo) -> t
            "--duration", str(seconds), "--faults", faults, "--seed", str(seed)]
     echo(f"pictures: {' '.join(cmd[3:])}")
     start = time.time()
-    done = subprocess.run(cmd, timeout=seconds + 900, check=False)
+    done = subprocess.run(cmd, timeout=seconds + 900, check=False, env=env)
     end = time.time()
     if done.returncode != 0:
         raise click.ClickException(f"the demo failed (exit {done.returncode})")
@@ -372,14 +371,23 @@ def pictures_command(prometheus, last, start, end, demo_s, faults, seed, out_dir
     started_stack = False
     env = dict(os.environ)
     if demo_s:
-        if _stack(env, "status").returncode != 0:
+        if _stack(env, "status").returncode == 0:
+            click.echo("pictures: using the running local stack; panels over 6h windows also "
+                       "show its earlier data")
+        else:
+            # A stack of its own in a fresh run directory: Prometheus then holds this run only
+            # (a 6h-window panel would otherwise add the counters of an earlier run).
+            import shutil
+            run_dir = Path(out_dir).resolve() / "stack"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            env["SW_RUN_DIR"] = str(run_dir)
             up = _stack(env, "up")
             if up.returncode != 0:
                 raise click.ClickException(f"deploy/local/stack up failed:\n{up.stdout}{up.stderr}")
             started_stack = True
     try:
         if demo_s:
-            start, end = demo_window(demo_s, faults, seed=seed)
+            start, end = demo_window(demo_s, faults, seed=seed, env=env)
         else:
             end = end or time.time()
             if last:

@@ -37,6 +37,8 @@ INTERNAL = {
     "SW_DEADLINE_S": "deploy/local/stack -> its topic-creation step",
     "SW_AUDIT_TOPICS": "deploy/local/stack -> its topic-creation step",
     "SW_OTHER_TOPICS": "deploy/local/stack -> its topic-creation step",
+    "SW_SCRAM_USER": "deploy/local/stack -> its SCRAM-user step (SASL listener)",
+    "SW_SCRAM_PASSWORD_FILE": "deploy/local/stack -> its SCRAM-user step (SASL listener)",
     "SW_LIVE_SELF_RESTARTS": "the worker's count of its own in-place restarts (faust_compat)",
 }
 
@@ -157,8 +159,20 @@ def _rel(path: Path) -> str:
 
 def _describe(name: str, text: str) -> str | None:
     """The `NAME   description` line (docstring or comment) for `name` in `text`."""
-    m = re.search(rf"^[ \t#]*{name}(?:,[ \t]*[A-Z_]+)*[ \t]{{2,}}(\S.*)$", text, re.M)
-    return " ".join(m.group(1).split()) if m else None
+    m = re.search(rf"^[ \t#]*{name}(=\S+)?(?:,[ \t]*[A-Z_]+)*[ \t]{{2,}}(\S.*)$", text, re.M)
+    if m:
+        desc = m.group(2)
+        column = m.start(2) - (text.rfind("\n", 0, m.start(2)) + 1)
+        for line in text[m.end():].split("\n")[1:]:  # continuation lines, aligned with it
+            stripped = line.lstrip(" \t#")
+            if not stripped or len(line) - len(stripped) < column:
+                break
+            desc += " " + stripped
+        desc = " ".join(desc.split())
+        return f"`{name}{m.group(1)}`: {desc}" if m.group(1) else desc
+    if re.search(rf"^[ \t#]*{name}[ \t]*$", text, re.M):  # listed, its meaning in its name
+        return ""
+    return None
 
 
 def other_settlewatch_rows(worker_vars: set[str]) -> list[tuple[str, str, str]]:
@@ -279,7 +293,7 @@ def generate() -> str:
         "| variable | read by | meaning |",
         "|---|---|---|",
     ]
-    lines += [f"| `{n}` | `{w}` | {_cell(d)} |" for n, w, d in others]
+    lines += [f"| `{n}` | `{w}` | {_cell(d) or 'see ' + w} |" for n, w, d in others]
     lines += [
         "",
         "## `SW_*`: the local stack (`deploy/local/stack`, `deploy/local/monitoring.sh`)",

@@ -88,3 +88,16 @@ def test_every_panel_is_drawn_from_a_real_prometheus_and_shows_the_bad_acquirer(
     missing = by_title["Open missing amount by acquirer (major units)"].targets[0][1]
     worst = max(missing, key=lambda s: s.last() or 0)
     assert worst.labels["acquirer"] == BAD
+
+
+def test_the_command_wants_a_window():
+    from click.testing import CliRunner
+    result = CliRunner().invoke(pictures.pictures_command, [])
+    assert result.exit_code == 2 and "give --last, --start or --demo" in result.output
+
+
+def test_grafana_variables_are_replaced_as_with_all_selected():
+    expr = ('sum(increase(x{acquirer=~"$acquirer", channel=~"$channel"}[$__range])) / '
+            'rate(y{instance=~"$instance"}[$__rate_interval])')
+    assert pictures.grafana_expr(expr, range_s=420.4, rate_interval_s=60) == (
+        'sum(increase(x{acquirer=~".*", channel=~".*"}[420s])) / rate(y{instance=~".*"}[60s])')

@@ -47,6 +47,7 @@ def _evidence_for_people(evidence: dict, finding: Finding | None = None,
         "credits": [times(c) for c in evidence.get("credits", [])],
         "cycle": cycle,
         **({"close": wire.format_time_ms(evidence["close_ms"])} if "close_ms" in evidence else {}),
+        **({"cause_detail": evidence["cause_detail"]} if "cause_detail" in evidence else {}),
     }
     if finding is not None:
         out["statement"] = _statement(finding, out, cycle)
@@ -122,7 +123,39 @@ def _statement(f: Finding, ev: dict, cycle: dict | None) -> list[str]:
         lines.append(f"due by {wire.format_time_ms(f.deadline_ms)}{terms}")
     lines.append(f"expected {money(f.expected_minor, cur)}, received "
                  f"{money(f.received_minor, cur)}, difference {money(f.difference_minor, cur)}"
-                 + (f"; probable cause: {f.probable_cause}" if f.probable_cause else ""))
+                 + (f"; probable cause: {f.probable_cause}" if f.probable_cause else "")
+                 + _cause_words(ev.get("cause_detail"), cur))
     return lines
+
+
+def _cause_words(d: dict | None, cur: str) -> str:
+    """What the probable cause found (streams.core.causes detail), in a few words."""
+    if not d:
+        return ""
+    def bps(rates: dict) -> str:
+        return ", ".join(f"{ch} {r} bps" for ch, r in rates.items())
+    words = []
+    if d.get("fee_bps_charged"):
+        words.append(f"fee charged {bps(d['fee_bps_charged'])}")
+        if d.get("agreed_bps"):
+            words.append(f"agreed {bps(d['agreed_bps'])}")
+        if d.get("model") in ("common_offset", "stated_fee") and d.get("per_channel") is False:
+            words.append("a common offset over the agreed rates: one credit cannot tell the "
+                         "channels' rates apart")
+    if d.get("model") == "cap_ignored":
+        words.append("per-sale caps not applied: " + ", ".join(
+            f"{ch} {money(cap, cur)}" for ch, cap in d.get("caps_minor", {}).items()))
+    if d.get("fee_minor_stated") is not None:
+        words.append(f"acquirer's fee {money(d['fee_minor_stated'], cur)}, agreed "
+                     f"{money(d['fee_minor_agreed'], cur)}")
+    netted = d.get("netted") or (d.get("with") or {}).get("netted")
+    if netted:
+        words.append(f"{netted['type']} {netted['event_id']} of sale {netted['auth_id']}, "
+                     f"{money(netted['amount_minor'], cur)}, netted in")
+    if d.get("model") in ("missing_sale", "declined_sale"):
+        words.append(f"sale {d['auth_id']}, {money(d['amount_minor'], cur)}")
+    if d.get("rounding"):
+        words.append(f"fees rounded {d['rounding'].replace('_', ' ')}")
+    return f" ({'; '.join(words)})" if words else ""
 
 

@@ -56,6 +56,7 @@ from streams.kafka_security import from_environment as kafka_security
 from streams.live.diagnostics import dump_tasks
 from streams.live.exits import _die
 from streams.live.config import LiveConfig
+from streams.live.health import worker_readiness
 from streams.live.faust_compat import SourcePartitionTable, _in_partition, _restart_self
 from streams.live.faults import fault_point
 from streams.live.state_guard import refuse_lost_state
@@ -127,6 +128,7 @@ class Runtime:
             reconcilers=lambda: [lp.reconciler for lp in list(self.parts.values())],
             worker=f"{self.cfg.app_id}@{os.uname().nodename}:{os.getpid()}")
         self.observer = self.metrics.observer()
+        self.metrics.health.readiness = partial(worker_readiness, self)  # /readyz
 
     def serve_metrics(self) -> None:
         if self.cfg.metrics_port and self._metrics_server is None:
@@ -657,6 +659,7 @@ def _add_hooks(app: faust.App, rt: Runtime) -> None:
     """Metrics server at start-up; readiness and partition hand-over on rebalances."""
     @app.task
     async def start_metrics():
+        rt.metrics.health.start_heartbeat()  # /healthz
         rt.serve_metrics()
         import signal
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, partial(dump_tasks, rt))

@@ -73,9 +73,9 @@ MAX_AMOUNT_MINOR = 10**12
 MAX_FUTURE_MS = 900_000  # contract default max_future: 15 minutes
 MAX_RECORD_BYTES = 1_048_576  # contract default max_record_bytes: Kafka's default message size
 TOO_LARGE_PREFIX_BYTES = 4096  # what a too_large dead letter keeps of the record
-# Event times the core can take: from 2000-01-01 (contract), to a year before the calendar
-# ends, so that the local date in any time zone and every deadline, horizon and holiday
-# reckoned from it are dates (year <= 9999).
+# Event times the core can take: from 2000-01-01 (contract) to a year before the calendar ends,
+# so that the local date in any time zone (UTC-12 to UTC+14) and every deadline, horizon
+# (missing_horizon: 90 days) and holiday reckoned from it, up to 300 days on, is a date.
 MIN_EVENT_TIME_MS = 946_684_800_000      # 2000-01-01T00:00:00Z
 MAX_EVENT_TIME_MS = 253_370_764_800_000  # 9999-01-01T00:00:00Z (exclusive)
 

@@ -9,26 +9,42 @@ faust, Kafka or metrics, and reads no clock: the caller passes the record time.
 The same rules, as far as JSON Schema can say them, are in streams/wire/schemas/*.json.
 
 Reason codes of a `Reject` (checked in this order; the first failure wins):
-  full_pan          a 13-19 digit number passing the Luhn check anywhere in the bytes, also with
-                    single spaces or dashes between digit groups, also inside malformed bytes and
-                    behind \\u escapes; a `pan_masked` that is in fact a full PAN is full_pan too
-  malformed_json    empty record, not UTF-8, not JSON, or JSON but not an object
+  too_large         the record is longer than `max_record_bytes` (default 1,048,576, Kafka's
+                    default message size); the dead letter keeps a masked prefix only
+  malformed_json    empty record, not UTF-8, not JSON, or JSON but not an object (a number
+                    beyond double range is JSON: in an ignored field it is ignored)
+  duplicate_key     the top-level object has the same key twice (also spelt differently, as
+                    "a\\u005fb" and "a_b"); the parser would keep the last, a reader the first
   missing_field     a required field is absent (the message names it)
   bad_type          a field has the wrong JSON type (null for a required field, bool for an
                     integer, a number for a string, ...)
   unknown_type      `type` is a string but not one of the four event types
   empty_field       an id (event_id, auth_id, merchant_id, terminal_id, acquirer, channel,
                     credit_id, batch_id, an auth_ids item) is the empty string
-  bad_amount        amount_minor not an integer (1.0 too), <= 0 or > MAX_AMOUNT_MINOR;
+  bad_amount        amount_minor not an integer (1.0 and 1e400 too), <= 0 or > MAX_AMOUNT_MINOR;
                     fee_minor not an integer, < 0 or > MAX_AMOUNT_MINOR
   unknown_currency  currency not an active ISO 4217 code of streams.core.currencies
-  bad_time          event_time not RFC 3339 (date, 'T', time, 'Z' or a +hh:mm/-hh:mm offset)
+  bad_time          event_time not RFC 3339 (date, 'T', time, 'Z' or a +hh:mm/-hh:mm offset), or
+                    an impossible time: before 2000-01-01T00:00:00Z, or not before
+                    9999-01-01T00:00:00Z (then some time zone has no calendar date for it, or
+                    its deadlines would fall outside the calendar)
   bad_status        authorisation status not "approved" or "declined"
   bad_pan_masked    pan_masked not shaped like a masked PAN (up to 6 digits, one or more of
                     '*', 'x', 'X', '#', up to 4 digits; 12-19 characters)
   duplicate_auth_id the same auth_id twice in a credit's auth_ids
+  full_pan          a card number in a field that is stored: pan_masked (where a terminal may
+                    put one by mistake; checked with it, so before bad_pan_masked), an id or a
+                    reference (stan, rrn, auth_code, batch_id, an auth_ids item). A card number
+                    is what streams.wire.pan reads as one: 13-19 digits passing Luhn, Unicode
+                    digits read as ASCII, any run of separators between digit groups
   future_timestamp  event_time > record time + max_future_ms (never reaches the watermark)
   wrong_topic       a valid event of the other input topic
+Where a card number may be: only the contract's fields are kept (in state, findings, evidence),
+so only they are searched. An unknown field is dropped whatever it holds (an epoch-ms
+timestamp, a numeric id, even a card number), so it rejects nothing. Amounts are at most
+10**12 and cannot be one. A numeric id of 13-19 digits that passes Luhn cannot be told from a
+card number and is full_pan: it could not be stored. Every `Reject.raw` and message has every
+candidate masked, wherever it is (streams.wire.pan.mask_pans).
 Unknown extra fields are ignored. Optional fields may be absent or null. `status` is read on
 authorisations only (on a reversal or refund it is an unknown extra field). stan, rrn and
 auth_code may be empty strings; ids may not.
@@ -111,10 +127,9 @@ _CURRENCY = {c: c for c in CURRENCY_CODES}
 class Reject:
     """An input record that is not a valid event of its topic: a dead letter to be.
 
-    `raw` is the original bytes with every full card number masked (first 6 and last 4 digits
-    kept); when a card number was spelt with JSON \\u escapes, those escapes of digits, spaces
-    and dashes are expanded in `raw` so that the number can be masked. `message` is for
-    people and never holds a full card number.
+    `raw` is the original bytes with every digit run that could be a card number masked
+    (first 6 and last 4 digits kept; each masked character or JSON escape becomes one '*'),
+    or for too_large a masked prefix. `message` is for people and never holds a card number.
     """
 
     reason: str
@@ -441,8 +456,8 @@ def parse(
         raw = bytes(raw)
     if len(raw) > max_record_bytes:
         return Reject(TOO_LARGE, f"record of {len(raw)} bytes is over max_record_bytes"
-                      f" {max_record_bytes}; kept: its first {TOO_LARGE_PREFIX_BYTES} bytes,"
-                      " masked", mask_prefix(raw, TOO_LARGE_PREFIX_BYTES))
+                      f" {max_record_bytes}; kept: its first"
+                      f" {min(len(raw), TOO_LARGE_PREFIX_BYTES)} bytes, masked", mask_prefix(raw, TOO_LARGE_PREFIX_BYTES))
     try:
         d = orjson.loads(raw)
         dup = None

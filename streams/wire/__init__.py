@@ -3,10 +3,10 @@
 Owns the topic names (`topics`), card-number detection and masking (`pan`), RFC 3339 <-> ms
 (`times`), decoding and validating input records into core events or a `Reject` with a reason
 (`decode`), and encoding events, findings and dead letters (`encode`); the JSON Schemas of the
-contract are in `schemas/`. It may import `streams.core` and orjson, never faust, Kafka clients,
-metrics or anything above it, and reads no clock: callers pass the record time. This package
-re-exports the public names of its modules, so callers write `from streams import wire` and
-`wire.parse(...)`.
+contract are in `schemas/`. It may import `streams.core`, orjson and numpy (for the linear
+card-number scan), never faust, Kafka clients, metrics or anything above it, and reads no
+clock: callers pass the record time. This package re-exports the public names of its modules,
+so callers write `from streams import wire` and `wire.parse(...)`.
 """
 from __future__ import annotations
 

@@ -3,8 +3,12 @@
 Owns: the topic names, decoding and validating the two input topics into `PosEvent` and `Credit`
 (or a `Reject` with a reason code), card-number (PAN) detection and masking, RFC 3339 <-> ms
 conversion, and encoding of events (for the simulator), findings (settlewatch.anomalies) and
-dead letters (settlewatch.deadletter). It imports the core vocabulary and orjson, nothing of
-faust, Kafka or metrics, and reads no clock: the caller passes the record time.
+dead letters (settlewatch.deadletter). It imports the core vocabulary and orjson (the standard
+json module for what orjson cannot tell: repeated keys, numbers beyond double range), nothing
+of faust, Kafka or metrics, and reads no clock: the caller passes the record time.
+
+Knobs for callers (the live worker, file and Kafka replay): `parse(..., max_future_ms=
+MAX_FUTURE_MS, max_record_bytes=MAX_RECORD_BYTES)`.
 
 The same rules, as far as JSON Schema can say them, are in streams/wire/schemas/*.json.
 

@@ -82,8 +82,7 @@ def _ascii_tables() -> tuple[bytes, bytes]:
     cls = bytearray(256)
     val = bytearray(256)
     for b in range(256):
-        # bytes >= 0x80 only reach these tables on the ASCII fast path (never), or stand for
-        # bytes that are not UTF-8: separators
+        # (bytes >= 0x80 are never looked up: only ASCII text takes the tables)
         sym = _symbols_of(chr(b))[0] if b < 0x80 else (_S, _FILL)
         cls[b], val[b] = sym
     return bytes(cls), bytes(val)

@@ -37,8 +37,9 @@ Reason codes of a `Reject` (checked in this order; the first failure wins):
                     '*', 'x', 'X', '#', up to 4 digits; 12-19 characters)
   duplicate_auth_id the same auth_id twice in a credit's auth_ids
   full_pan          a card number in a field that is stored: pan_masked (where a terminal may
-                    put one by mistake; checked with it, so before bad_pan_masked), an id or a
-                    reference (stan, rrn, auth_code, batch_id, an auth_ids item). A card number
+                    put one by mistake; checked with pan_masked, so before bad_pan_masked and
+                    the checks after it), an id or a reference (stan, rrn, auth_code, batch_id,
+                    an auth_ids item; checked once the event is otherwise valid). A card number
                     is what streams.wire.pan reads as one: 13-19 digits passing Luhn, Unicode
                     digits read as ASCII, any run of separators between digit groups
   future_timestamp  event_time > record time + max_future_ms (never reaches the watermark)

@@ -31,7 +31,7 @@ test: setup
 
 ## test-fast: the pure core and the rooms above it, no services.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q tests/core tests/wire tests/live tests/audit tests/test_layout.py
+	$(BIN)/pytest -q tests/core tests/wire tests/live tests/audit tests/sim tests/test_layout.py
 
 ## fuzz: the parser fuzz suite (tests/wire/test_fuzz.py) with many more cases than `make test`
 ## runs (1000 per test there); FUZZ_EXAMPLES=n to choose. No services needed.

@@ -34,7 +34,7 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -q tests/core tests/wire tests/live tests/audit tests/sim tests/test_layout.py
 
 ## fuzz: the parser fuzz suite (tests/wire/test_fuzz.py) with many more cases than `make test`
-## runs (1000 per test there); FUZZ_EXAMPLES=n to choose. No services needed.
+## runs (1000, 1000 and 500 cases there); FUZZ_EXAMPLES=n to choose. No services needed.
 FUZZ_EXAMPLES ?= 50000
 fuzz: $(STAMP)
 	SETTLEWATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/wire/test_fuzz.py

@@ -25,6 +25,7 @@ Pure functions over bytes and text; no I/O.
 """
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from functools import lru_cache
@@ -97,7 +98,8 @@ _RUN_TABLE = bytes(0x31 if b < 0x80 and b != 0x22 and _CLS_ASCII[b] in (_D, _S) 
                    for b in range(256))
 _NEEDLE = b"1" * _MIN_DIGITS
 
-_CLUSTER = re.compile(rb"d(?:s*d)*")
+_RUN = re.compile(rb"[ds]+")  # a cluster is such a run without its leading and trailing 's'
+
 _GROUP = re.compile(rb"d+")
 _ASCII_RUN = re.compile(r"[\x00-\x7f]+")
 _ASCII_RUN_NO_BACKSLASH = re.compile(r"[\x00-\x5b\x5d-\x7f]+")
@@ -288,23 +290,45 @@ def _windows_numpy(digits: bytes, lens: list[int] | np.ndarray) -> np.ndarray:
     return np.concatenate(found)
 
 
-def _luhn_windows(digits: bytes, lens: list[int] | np.ndarray) -> np.ndarray:
+_CHUNK_GROUPS = 8192  # a long cluster is searched this many groups at a time: bounded memory
+
+
+def _window_chunks(digits: bytes, lens: list[int] | np.ndarray):
     """(lo, hi) digit offsets of every run of whole groups with 13-19 digits passing Luhn, as
-    an array of shape (n, 2)."""
-    if len(lens) <= 64:
-        return np.array(_windows_small(digits, lens), dtype=np.int64).reshape(-1, 2)
-    return _windows_numpy(digits, lens)
+    arrays of shape (n, 2), chunk by chunk (a megabyte of "0 " has 3.5 million of them)."""
+    g = len(lens)
+    if g <= 64:
+        w = np.array(_windows_small(digits, lens), dtype=np.int64).reshape(-1, 2)
+        if len(w):
+            yield w
+        return
+    lens = np.asarray(lens, dtype=np.int64)
+    bounds = np.concatenate(([0], np.cumsum(lens)))
+    for g0 in range(0, g, _CHUNK_GROUPS):
+        g1 = min(g, g0 + _CHUNK_GROUPS)
+        g_end = min(g, g1 + _MAX_DIGITS)  # a window starting before g1 ends by g1 + 19 groups
+        d0, cut, d1 = int(bounds[g0]), int(bounds[g1]), int(bounds[g_end])
+        w = _windows_numpy(digits[d0:d1], lens[g0:g_end])
+        if len(w):
+            w = w[w[:, 0] < cut - d0] + d0  # those starting in groups g0..g1-1
+            if len(w):
+                yield w
 
 
 def _clusters(view: _View):
-    """(first symbol, end symbol, windows) of each cluster of `view` holding a candidate."""
+    """(first symbol, end symbol, window chunks) of each cluster of `view` of 13 digits or
+    more; the chunks (an iterator) are empty when the cluster holds no candidate."""
     cls = view.cls
-    out = []
-    for m in _CLUSTER.finditer(cls):
+    for m in _RUN.finditer(cls):
         a, b = m.span()
+        if b - a < _MIN_DIGITS:
+            continue
         seg = cls[a:b]
         if seg.count(_D) < _MIN_DIGITS:
             continue
+        first = seg.find(b"d")
+        a, b = a + first, a + seg.rfind(b"d") + 1
+        seg = cls[a:b]
         digits = view.val[a:b].translate(None, b".")
         if b - a <= 200:
             lens = [g.end() - g.start() for g in _GROUP.finditer(seg)]
@@ -313,10 +337,11 @@ def _clusters(view: _View):
             edges = np.flatnonzero(np.diff(np.concatenate(([False], is_d, [False])).astype(
                 np.int8)))
             lens = edges[1::2] - edges[0::2]
-        windows = _luhn_windows(digits, lens)
-        if len(windows):
-            out.append((a, b, windows))
-    return out
+        yield a, b, _window_chunks(digits, lens)
+
+
+def _holds_candidate(view: _View) -> bool:
+    return any(next(chunks, None) is not None for _, _, chunks in _clusters(view))
 
 
 def _digit_symbols(cls: bytes, a: int, b: int) -> np.ndarray:
@@ -336,17 +361,26 @@ def _plan(data: bytes, mode: int, want_found: bool = False):
     found: list[tuple[int, int]] = []
     any_found = False
     for view in views:
-        for a, b, windows in _clusters(view):
+        for a, b, chunks in _clusters(view):
+            first = next(chunks, None)
+            if first is None:
+                continue
             any_found = True
             pos = _digit_symbols(view.cls, a, b)
-            if want_found:
-                fs, _ = view.spans(pos[windows[:, 0]])
-                _, fe = view.spans(pos[windows[:, 1] - 1])
-                found.extend(zip(fs.tolist(), fe.tolist()))
+            if mode == 0 or want_found:
+                marks = np.zeros(len(pos) + 1, dtype=np.int32)
+                for w in itertools.chain((first,), chunks):
+                    if want_found:
+                        fs, _ = view.spans(pos[w[:, 0]])
+                        _, fe = view.spans(pos[w[:, 1] - 1])
+                        found.extend(zip(fs.tolist(), fe.tolist()))
+                    lo = w[:, 0] + _KEEP_HEAD
+                    hi = w[:, 1] - _KEEP_TAIL
+                    base = int(lo.min())
+                    n = int(hi.max()) - base + 1
+                    marks[base:base + n] += (np.bincount(lo - base, minlength=n)
+                                             - np.bincount(hi - base, minlength=n))
             if mode == 0:
-                n = len(pos) + 1
-                marks = (np.bincount(windows[:, 0] + _KEEP_HEAD, minlength=n)
-                         - np.bincount(windows[:, 1] - _KEEP_TAIL, minlength=n))
                 chosen = pos[np.cumsum(marks[:-1]) > 0]
             elif mode == 1:
                 chosen = pos[_KEEP_HEAD:len(pos) - _KEEP_TAIL]
@@ -408,7 +442,7 @@ def pan_spans(data: bytes) -> list[tuple[int, int]]:
 
 
 def contains_pan(data: bytes) -> bool:
-    return any(_clusters(v) for v in _views(data))
+    return any(_holds_candidate(v) for v in _views(data))
 
 
 def mask_pans(data: bytes) -> bytes:
@@ -441,8 +475,7 @@ def text_has_pan(s: str) -> bool:
         if len(b) - len(b.translate(None, _DIGITS_ASCII)) < _MIN_DIGITS:
             return False
         if b"\\" not in b:
-            return bool(_clusters(_View(b.translate(_CLS_ASCII), b.translate(_VAL_ASCII),
-                                        None, None, None)))
+            return _holds_candidate(_View(b.translate(_CLS_ASCII), b.translate(_VAL_ASCII)))
         return contains_pan(b)
     return contains_pan(s.encode("utf-8", "surrogatepass"))
 

@@ -182,7 +182,8 @@ def _bad_int(d: dict, name: str, minimum: int) -> _Invalid:
         return _Invalid(BAD_AMOUNT, f"{name} must be an integer of minor units, got {_show(v)}")
     if type(v) is not int:
         return _Invalid(BAD_TYPE, f"{name} must be an integer, got {_jtype(v)}")
-    return _Invalid(BAD_AMOUNT, f"{name} must be in [{minimum}, {MAX_AMOUNT_MINOR}], got {_show(v)}")
+    return _Invalid(BAD_AMOUNT,
+                    f"{name} must be in [{minimum}, {MAX_AMOUNT_MINOR}], got {_show(v)}")
 
 
 def _currency(d: dict) -> str:
@@ -462,7 +463,8 @@ def parse(
     if len(raw) > max_record_bytes:
         return Reject(TOO_LARGE, f"record of {len(raw)} bytes is over max_record_bytes"
                       f" {max_record_bytes}; kept: its first"
-                      f" {min(len(raw), TOO_LARGE_PREFIX_BYTES)} bytes, masked", mask_prefix(raw, TOO_LARGE_PREFIX_BYTES))
+                      f" {min(len(raw), TOO_LARGE_PREFIX_BYTES)} bytes, masked",
+                      mask_prefix(raw, TOO_LARGE_PREFIX_BYTES))
     try:
         d = orjson.loads(raw)
         dup = None

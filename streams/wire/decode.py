@@ -75,10 +75,11 @@ from streams.core.events import (
     PosEvent,
 )
 from streams.wire.pan import (
+    _NEEDLE,
+    _RUN_TABLE,
     mask_pans,
     mask_pans_text,
     mask_prefix,
-    may_hold_pan_ascii,
     text_has_pan,
 )
 from streams.wire.times import (
@@ -508,8 +509,8 @@ def parse(
         return _reject(exc.reason, exc.message, raw)
     # Only the contract's fields are kept, so only they are searched for a card number (an
     # unknown field is dropped, whatever it holds). Quick test first: plain ASCII without a
-    # cluster of 13 digits holds none.
-    if not raw.isascii() or raw.find(b"\\") >= 0 or may_hold_pan_ascii(raw):
+    # run of 13 digits and separators holds none (pan._RUN_TABLE says why).
+    if not raw.isascii() or raw.find(b"\\") >= 0 or raw.translate(_RUN_TABLE).find(_NEEDLE) >= 0:
         name = _stored_pan(e)
         if name is not None:
             return _reject(FULL_PAN, f"a full card number in {name} (masked)", raw)

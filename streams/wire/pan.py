@@ -108,12 +108,6 @@ _SHORT_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n
                   "t": "\t"}
 
 
-def may_hold_pan_ascii(data: bytes) -> bool:
-    """False when no string value of the JSON text `data` (ASCII, no backslashes) can hold a
-    candidate; a fraction of a microsecond for an event-sized record."""
-    return data.translate(_RUN_TABLE).find(_NEEDLE) >= 0
-
-
 # ------------------------------------------------------------------------------------ views
 class _View:
     """The symbols of one reading of the bytes: `cls` and `val` (one byte per symbol), and for

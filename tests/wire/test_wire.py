@@ -423,6 +423,13 @@ def test_ids_that_are_not_card_numbers_pass(text):
     assert parse(SETTLEMENT_TOPIC, credit(auth_ids=[text])).auth_ids == (text,)
 
 
+def test_the_luhn_check_passes_known_card_numbers_and_fails_their_neighbours():
+    for good in (VISA, AMEX, MASTERCARD, UNIONPAY_19, "79927398713", "0" * 13):
+        assert wire.luhn_ok(good) and wire.luhn_ok(good.encode())
+        bad = good[:-1] + str((int(good[-1]) + 1) % 10)
+        assert not wire.luhn_ok(bad)
+
+
 def test_masking_keeps_the_first_six_and_last_four_digits_and_the_separators():
     assert wire.mask_pans(b"pay 4111111111111111 now") == b"pay 411111******1111 now"
     assert wire.mask_pans(b"4111 1111 1111 1111") == b"4111 11** **** 1111"

@@ -33,11 +33,14 @@ test: setup
 test-fast: $(STAMP)
 	$(BIN)/pytest -q tests/core tests/wire tests/live tests/audit tests/sim tests/test_layout.py
 
-## fuzz: the parser fuzz suite (tests/wire/test_fuzz.py) with many more cases than `make test`
-## runs (1000, 1000 and 500 cases there); FUZZ_EXAMPLES=n to choose. No services needed.
+## fuzz: the parser and file-replay fuzz suites (tests/wire/test_fuzz.py,
+## tests/audit/test_replay_fuzz.py) with many more cases than `make test` runs (1000, 1000 and
+## 500 parser cases, 300 replays there; here FUZZ_EXAMPLES and a twentieth of it for replays).
+## No services needed.
 FUZZ_EXAMPLES ?= 50000
 fuzz: $(STAMP)
-	SETTLEWATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/wire/test_fuzz.py
+	SETTLEWATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/wire/test_fuzz.py \
+	    tests/audit/test_replay_fuzz.py
 
 ## check: alert rules with Prometheus' own tools, dashboards regenerate to the committed JSON.
 check: setup

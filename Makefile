@@ -29,9 +29,9 @@ demo: setup
 test: setup
 	$(BIN)/pytest -q
 
-## test-fast: the pure core and the edges, no services.
+## test-fast: the pure core and the rooms above it, no services.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q tests/core tests/edges
+	$(BIN)/pytest -q tests/core tests/wire tests/live tests/audit tests/sim tests/test_layout.py
 
 ## check: alert rules with Prometheus' own tools, dashboards regenerate to the committed JSON.
 check: setup

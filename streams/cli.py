@@ -11,12 +11,13 @@ import click
 
 # name -> "module:attribute" of a click command
 COMMANDS = {
-    "worker": "streams.app:worker_command",
-    "simulate": "streams.simulator:simulate_command",
-    "replay": "streams.replay:replay_command",
-    "demo": "streams.demo:demo_command",
-    "bench": "streams.bench:bench_command",
-    "bench-worker": "streams.app:worker_bench_command",
+    "worker": "streams.live.command:worker_command",
+    "simulate": "streams.sim.command:simulate_command",
+    "replay": "streams.audit.command:replay_command",
+    "demo": "streams.ops.demo:demo_command",
+    "bench": "streams.bench.command:bench_command",
+    "bench-worker": "streams.bench.worker:worker_bench_command",
+    "smtp-sink": "streams.ops.smtpsink:smtp_sink_command",
     "check-config": "streams.cli:check_config_command",
 }
 

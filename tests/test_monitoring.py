@@ -1,6 +1,6 @@
 """Monitoring as code: the rules, Alertmanager config, dashboards and metrics agree.
 
-- every metric (and label) that alerts/ and grafana/ select is in streams.metrics' exposition;
+- every metric (and label) that alerts/ and grafana/ select is in streams.live.metrics' exposition;
 - promtool check rules / test rules, amtool check-config and route tests, promtool check
   metrics on a real exposition all pass;
 - every alert has its severity, annotations, runbook section and firing and quiet unit tests;
@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.core.events import Finding, FindingKind, Status
-from streams.metrics import AGE_BUCKETS, Metrics
-from streams.smtpsink import SmtpSink, text_of
+from streams.live.metrics import AGE_BUCKETS, Metrics
+from streams.ops.smtpsink import SmtpSink, text_of
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "alerts"
@@ -204,7 +204,7 @@ def check_selectors(exprs: list[str], exposed: dict[str, set[str]]) -> list[str]
             if name in recorded or name in FOREIGN:
                 continue
             if name not in exposed:
-                problems.append(f"{name}: not exposed by streams.metrics ({expr.strip()[:80]})")
+                problems.append(f"{name}: not exposed by streams.live.metrics ({expr.strip()[:80]})")
                 continue
             for label, (op, val) in labels.items():
                 if label not in exposed[name] | TARGET_LABELS:

@@ -15,7 +15,7 @@
 #   SW_METRICS_TARGETS     comma-separated host:port of the workers' /metrics [127.0.0.1:9308]
 #   SW_SCRAPE_INTERVAL     scrape and rule evaluation interval [5s]
 #   SW_PROMETHEUS_RETENTION  TSDB retention [15d] (the delay alert compares with 7 days)
-#   SW_SMTP_HOST, SW_SMTP_PORT          [127.0.0.1, 2525] (python -m streams.smtpsink)
+#   SW_SMTP_HOST, SW_SMTP_PORT          [127.0.0.1, 2525] (settlewatch smtp-sink)
 #   SW_SMTP_FROM, SW_SMTP_TO            [settlewatch@localhost, ops@localhost]
 #   SW_SMTP_TO_ONCALL      address for critical pages [SW_SMTP_TO]
 #   SW_SMTP_USERNAME       empty: no SMTP AUTH []

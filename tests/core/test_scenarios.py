@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from streams.core.policy import default_policy
 from streams.core.reconcile import Reconciler, feed
-from streams.simulator import SimConfig, Simulation, parse_faults
+from streams.sim.simulator import SimConfig, Simulation, parse_faults
 
 from .builders import credit, ms, refund, reversal, sale
 

@@ -130,7 +130,7 @@ def new_topics(kafka_admin, topic_prefix):
 @pytest.fixture(scope="module")
 def smtp_sink(tmp_path_factory):
     """A real SMTP sink (aiosmtpd) that requires AUTH, and the password file Alertmanager reads."""
-    from streams.smtpsink import SmtpSink
+    from streams.ops.smtpsink import SmtpSink
     password = tmp_path_factory.mktemp("secrets") / "smtp-password"
     password.write_text("alertmanager-test-password")  # no newline: Alertmanager sends it all
     with SmtpSink(tmp_path_factory.mktemp("mail"),

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.smtpsink import SmtpSink, free_port
+from streams.ops.smtpsink import SmtpSink, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING_SH = ROOT / "deploy" / "local" / "monitoring.sh"

@@ -11,7 +11,7 @@ from kafka import KafkaProducer
 
 from streams import wire
 from streams.core.events import Credit, PosEvent
-from streams.simulator import bad_records
+from streams.sim.simulator import bad_records
 
 try:  # tests/integration is not a package: pytest puts it on sys.path
     from test_worker import (assert_same_findings, expected_findings, now_ms, produce,

@@ -36,8 +36,8 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.live import Topics
-from streams.smtpsink import free_port, text_of
+from streams.wire import Topics
+from streams.ops.smtpsink import free_port, text_of
 
 try:  # tests/integration is not a package: pytest puts it on sys.path
     from monitoring_helpers import (MonitoringStack, dashboard_queries, is_gone,
@@ -247,7 +247,7 @@ def _produce_incident(producer: KafkaProducer, topics: Topics) -> dict:
 
     # First the history: both acquirers' sales credited on time, and one unreadable record,
     # which goes to the dead-letter topic. These items close, matched, five seconds before the
-    # missing ones: streams.metrics creates an acquirer's finding counters (at 0) only when its
+    # missing ones: streams.live.metrics creates an acquirer's finding counters (at 0) only when its
     # first item closes, and a counter that Prometheus first sees at 3 shows no increase(), so
     # without a history the "amount at stake" panel would miss the acquirer's first findings.
     credited = []

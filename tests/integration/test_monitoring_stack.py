@@ -1,5 +1,5 @@
 """The real monitoring stack: Prometheus + Alertmanager (deploy/local/monitoring.sh) on free
-ports, a real SMTP sink with AUTH, and a real prometheus_client exposition of streams.metrics fed
+ports, a real SMTP sink with AUTH, and a real prometheus_client exposition of streams.live.metrics fed
 the way a worker feeds it.
 
 It checks that Prometheus scrapes the worker, that every alert, recording and dashboard
@@ -7,7 +7,7 @@ expression runs on the real Prometheus, that a missing-credit alert fires and it
 acquirer, amount and count) reaches the sink through an authenticated SMTP login, and that
 Alertmanager's inhibition holds settlement alerts back while the pipeline is down.
 
-Reuse (the end-to-end test with Kafka and the real worker): `SmtpSink` from streams.smtpsink and
+Reuse (the end-to-end test with Kafka and the real worker): `SmtpSink` from streams.ops.smtpsink and
 `MonitoringStack(run_dir, targets=[f"127.0.0.1:{worker_metrics_port}"], sink=sink).up()`.
 Missing prometheus/alertmanager binaries are installed by monitoring_up; a failure fails the test.
 """
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.metrics import Metrics
-from streams.smtpsink import free_port, text_of
+from streams.live.metrics import Metrics
+from streams.ops.smtpsink import free_port, text_of
 
 ROOT = Path(__file__).resolve().parents[2]
 # tests/integration has no __init__.py, so pytest puts only this directory on sys.path; the
@@ -48,7 +48,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def worker_metrics():
-    """A real /metrics endpoint of streams.metrics, fed every second like a live worker."""
+    """A real /metrics endpoint of streams.live.metrics, fed every second like a live worker."""
     m = Metrics.create(version="test", worker="integration")
     # ACQ-A: 30 missing credits of 1,000.00 CNY, above the 1,000,000-minor-unit threshold.
     m.watch(lambda: [open_items_now(int(time.time() * 1000), {"ACQ-A": 30})])

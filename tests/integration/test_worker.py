@@ -27,9 +27,10 @@ from streams import wire
 from streams.core.events import Credit, PosEvent
 from streams.core.policy import default_policy
 from streams.core.reconcile import Reconciler, feed
-from streams.live import Topics, encode_tick
-from streams.producer import simulate_to_kafka
-from streams.simulator import SimConfig, Simulation, parse_faults
+from streams.live.partition import encode_tick
+from streams.wire import Topics
+from streams.sim.producer import simulate_to_kafka
+from streams.sim.simulator import SimConfig, Simulation, parse_faults
 
 try:  # tests/integration is not a package: pytest puts it on sys.path
     from monitoring_helpers import scrape_metrics

@@ -1,0 +1,733 @@
+"""The live worker: a faust app that runs the pure reconciler on the two input topics.
+
+Shape. One agent (concurrency=1, faust issue 606) reads pos.authorisations, pos.settlements and
+settlewatch.ticks, all keyed by merchant_id and co-partitioned, so partition n of each lands on
+the same worker; it keeps one `LivePartition` (streams.live.partition) per partition number. Records are
+taken in batches (`take_events`, up to `batch_max` records or `batch_within`); each batch is
+decoded (streams.wire), fed to the partition's reconciler in record order, and flushed: every
+merchant it changed is written once to table `merchants` (its snapshot plus its outbox of
+unsent findings), the partition's clock to table `clocks`; the batch then waits until the
+broker has acknowledged those changelog records and its dead letters, and only then sends the
+new findings to settlewatch.anomalies (partition n, key merchant_id) and lets faust ack it. So
+offsets are committed only once the state they produced is on the broker. (faust's own
+producer flush before a commit gives up after 0.1 s; it is not relied on.)
+
+Guarantee: each (anomaly_id, status) reaches settlewatch.anomalies exactly once across worker
+crashes (SIGKILL included) and rebalances: the outbox gives at-least-once, dedupe against the
+output partition's recent records on restore removes the repeats. See streams.live.partition for the
+argument. Dead letters are at-least-once. An error the worker cannot handle (a failed send)
+exits the process at once, without acking, so the batch is read again by the next incarnation
+instead of being skipped.
+
+Whole input. faust 0.15.3 sometimes loses records between its consumer and the agent after a
+restart with a changelog to restore (streams.live.OffsetChecker). The worker checks that each
+input partition arrives gap-free from its committed offset; on a hole (or a watchdog finding
+read-but-never-delivered records) it restarts itself in place (exec, same pid and command
+line) and reads again from the committed offset, which the hole held back. After such a
+restart faust can also ack offsets twice, which stalls its commits; the watchdog repairs its
+acked-offset lists (`Runtime._repair_acks`). SIGUSR1 logs every task's stack and the
+consumer's state, for a worker that seems stuck.
+
+Time. Watermarks come from the reconciler. A timer (`tick_interval`) sends each assigned
+partition of settlewatch.ticks the wall clock minus `tick_allowance` when that partition's
+silent inputs would hold the clock back (streams.live.tick_target): never past an input that
+still delivers records, never while a backlog is unread, never past the wall clock minus the
+allowance. The agent applies a tick in order with the partition's events.
+
+Run: `settlewatch worker --config settlewatch.toml`, or `faust -A streams.live.app worker` with
+SETTLEWATCH_* variables (streams.live.LiveConfig).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from functools import partial
+from typing import Any
+
+import click
+import faust
+import orjson
+from faust.types import TP
+
+from streams.core.policy import Policy, default_policy, load_policy
+from streams.live.diagnostics import dump_tasks
+from streams.live.exits import _die
+from streams.live.config import LiveConfig
+from streams.live.faust_compat import SourcePartitionTable, _in_partition, _restart_self
+from streams.live.partition import (
+    AUTH,
+    SETTLEMENT,
+    TICK,
+    InputProgress,
+    InputView,
+    LivePartition,
+    OffsetChecker,
+    RateLimitedLog,
+    clock_key,
+    encode_tick,
+    merchant_partition,
+    published_key,
+    tick_target,
+)
+
+log = logging.getLogger("settlewatch.worker")
+
+MAX_VALUE_BYTES = 32 * 1024 * 1024  # a busy merchant's snapshot can exceed Kafka's 1 MB default
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Runtime:
+    """Everything the agent, the timer and the rebalance hooks share in one worker process."""
+
+    def __init__(self, app: faust.App, cfg: LiveConfig, policy: Policy) -> None:
+        self.app = app
+        self.cfg = cfg
+        self.policy = policy
+        self.topics = cfg.topics
+        self.allowance_ms = cfg.allowance_ms(policy)
+        self.parts: dict[int, LivePartition] = {}
+        self._building: dict[int, asyncio.Future] = {}
+        self._aux_lock = asyncio.Lock()
+        self._aux: Any = None  # our own aiokafka consumer: offsets, the output's tail
+        self.progress = InputProgress(_wall_ms())
+        self.ready = False
+        self.kind_of = {self.topics.authorisations: AUTH, self.topics.settlements: SETTLEMENT,
+                        self.topics.ticks: TICK}
+        self.reject_log = RateLimitedLog(10)
+        self.metrics: Any = None
+        self.observer: Any = None
+        self._metrics_server: Any = None
+        self._create_metrics()
+        self.merchants: Any = None  # faust tables, set by create_app
+        self.clocks: Any = None
+        self.batches = 0
+        self.stage = "idle"
+        self.tick_next: dict[int, int] = {}  # next tick offset to process, per partition
+        self.offsets_seen = OffsetChecker()
+        self.stream: Any = None  # the agent's stream (for the watchdog)
+        self._suspect: tuple[int, frozenset, float] | None = None
+        self.watchdog_state = "not run"
+        self.acks_repaired = 0
+
+    # -- metrics --------------------------------------------------------------------------
+
+    def _create_metrics(self) -> None:
+        from streams.live.metrics import Metrics
+        t = self.topics
+        self.metrics = Metrics.create(
+            topics={"authorisations": t.authorisations, "settlements": t.settlements},
+            reconcilers=lambda: [lp.reconciler for lp in list(self.parts.values())],
+            worker=f"{self.cfg.app_id}@{os.uname().nodename}:{os.getpid()}")
+        self.observer = self.metrics.observer()
+
+    def serve_metrics(self) -> None:
+        if self.cfg.metrics_port and self._metrics_server is None:
+            self._metrics_server = self.metrics.serve(self.cfg.metrics_port,
+                                                      self.cfg.metrics_addr)
+            log.info("metrics on http://%s:%d/metrics", self.cfg.metrics_addr,
+                     self.cfg.metrics_port)
+
+    # -- partitions -----------------------------------------------------------------------
+
+    async def ensure(self, partitions: list[int]) -> None:
+        """Build the partitions that have no LivePartition yet (at most one build each)."""
+        partitions = sorted(set(partitions))
+        todo = [p for p in partitions if p not in self.parts and p not in self._building]
+        waits = [self._building[p] for p in partitions if p in self._building]
+        if todo:
+            fut = asyncio.get_running_loop().create_future()
+            for p in todo:
+                self._building[p] = fut
+            try:
+                built = await self._build(todo)
+            except BaseException as exc:
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: no "never retrieved" warning when nobody waits
+                raise
+            finally:
+                for p in todo:
+                    self._building.pop(p, None)
+            self.parts.update(built)
+            fut.set_result(None)
+        for w in waits:
+            await asyncio.shield(w)
+
+    async def _build(self, partitions: list[int]) -> dict[int, LivePartition]:
+        """Rebuild partitions from the tables (recovered from their changelogs by faust)."""
+        started = time.monotonic()
+        now = _wall_ms()
+        wanted = set(partitions)
+        clocks = {p: self.clocks.get(clock_key(p)) for p in partitions}
+        merchants: dict[int, list] = {p: [] for p in partitions}
+        for k, v in list(self.merchants.items()):
+            if v:
+                p = merchant_partition(v)
+                if p in wanted:
+                    merchants[p].append((k, v))
+        await self._seed_offsets(partitions)
+        lookback = self.cfg.dedupe_lookback_ms
+        horizons = {p: LivePartition.horizon_ms(clocks[p], now, lookback, merchants[p])
+                    for p in partitions}
+        published = await self._read_published(horizons)
+        built = {}
+        for p in partitions:
+            lp, resend = LivePartition.restore(
+                p, self.policy, clock=clocks[p], merchants=merchants[p], published=published[p],
+                now_ms=now, topics=self.topics, observer=self.observer, metrics=self.metrics,
+                dedupe_lookback_ms=lookback)
+            for mid, record in resend:
+                await self._send_finding(lp, mid, record)
+            built[p] = lp
+            log.info("partition %d: %d merchants and %s clock restored from the tables, "
+                     "%d findings seen on %s since %s, %d re-sent from outboxes", p,
+                     len(merchants[p]), "a saved" if clocks[p] is not None else "no saved",
+                     len(published[p]), self.topics.anomalies, _iso(horizons[p]), len(resend))
+        log.info("partitions %s ready in %.2fs", sorted(partitions), time.monotonic() - started)
+        return built
+
+    async def _seed_offsets(self, partitions: list[int]) -> None:
+        """Tell the offset checker where each input partition resumes: the group's committed
+        offset, read from Kafka (faust learns it only after it may already have delivered,
+        and lost, records of the partition)."""
+        from aiokafka import TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+        t = self.topics
+        tps = [TopicPartition(topic, p) for p in partitions
+               for topic in (t.authorisations, t.settlements)]
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.cfg.bootstrap,
+                                    client_id=f"{self.cfg.app_id}-offsets")
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(self.cfg.app_id, partitions=tps)
+        finally:
+            await admin.close()
+        for tp, om in offsets.items():
+            key = (tp.topic, tp.partition)
+            if om.offset >= 0:
+                self.offsets_seen.seed(key, om.offset)
+
+    async def _aux_consumer(self) -> Any:
+        """A group-less aiokafka consumer of our own, for offsets and the output's tail (the
+        faust consumer's thread answers such calls only between its fetches)."""
+        if self._aux is None:
+            from aiokafka import AIOKafkaConsumer
+            self._aux = AIOKafkaConsumer(
+                bootstrap_servers=self.cfg.bootstrap, group_id=None, enable_auto_commit=False,
+                client_id=f"{self.cfg.app_id}-aux", max_partition_fetch_bytes=MAX_VALUE_BYTES)
+            await self._aux.start()
+        return self._aux
+
+    async def offsets(self, tps: list[TP]) -> tuple[dict[TP, int], dict[TP, int]]:
+        """(end offsets, log-start offsets) of `tps`."""
+        from aiokafka import TopicPartition
+        async with self._aux_lock:
+            c = await self._aux_consumer()
+            ktps = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+            ends = await c.end_offsets(ktps)
+            starts = await c.beginning_offsets(ktps)
+        return ({TP(k.topic, k.partition): v for k, v in ends.items()},
+                {TP(k.topic, k.partition): v for k, v in starts.items()})
+
+    async def _read_published(self, since: dict[int, int]) -> dict[int, list[tuple[str, str, int]]]:
+        """Per partition p: (anomaly_id, status, record ms) on output partition p from
+        since[p] on."""
+        from aiokafka import TopicPartition
+        out: dict[int, list[tuple[str, str, int]]] = {p: [] for p in since}
+        async with self._aux_lock:
+            c = await self._aux_consumer()
+            tps = {TopicPartition(self.topics.anomalies, p): p for p in since}
+            c.assign(list(tps))
+            ends = await c.end_offsets(list(tps))
+            found = await c.offsets_for_times({tp: max(since[p], 0) for tp, p in tps.items()})
+            todo = {}
+            for tp in tps:
+                start = found[tp].offset if found.get(tp) is not None else ends[tp]
+                if start < ends[tp]:
+                    c.seek(tp, start)
+                    todo[tp] = ends[tp]
+            while todo:
+                batch = await c.getmany(*todo, timeout_ms=1000)
+                for tp, msgs in batch.items():
+                    end = todo.get(tp)
+                    if end is None:
+                        continue
+                    for msg in msgs:
+                        if msg.offset >= end:
+                            break
+                        key = published_key(msg.value)
+                        if key is not None:
+                            out[tps[tp]].append((key[0], key[1], msg.timestamp))
+                for tp in list(todo):
+                    if await c.position(tp) >= todo[tp]:
+                        del todo[tp]
+            c.assign([])
+        return out
+
+    def assigned(self) -> list[int]:
+        t = self.topics.ticks
+        return sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == t)
+
+    def unbuilt(self) -> list[int]:
+        return [p for p in self.assigned() if p not in self.parts and p not in self._building]
+
+    def on_assigned(self, assigned: set[TP]) -> None:
+        # Silence is judged from now on: a partition this worker has not read yet is not idle
+        # merely because the worker took a while to join the group.
+        self.progress.started_ms = _wall_ms()
+        keep = {tp.partition for tp in assigned if tp.topic == self.topics.ticks}
+        gone = [p for p in self.parts if p not in keep]
+        for p in gone:
+            del self.parts[p]
+            if self.metrics is not None:
+                for topic in (self.topics.authorisations, self.topics.settlements):
+                    self.metrics.remove_consumer_lag(topic, p)
+        self.progress.forget(gone)
+        self.offsets_seen.forget(gone)
+        if gone:
+            log.info("partitions %s moved to another worker", sorted(gone))
+
+    # -- the agent ------------------------------------------------------------------------
+
+    async def handle_batch(self, events: list) -> None:
+        """Feed a batch to the partitions' reconcilers, then make it durable before faust acks
+        it: every changelog record and dead letter of the batch is acknowledged by the broker
+        before this returns (faust's own producer-buffer flush before a commit gives up after
+        0.1 s, which let a commit pass table writes still in the buffer). Findings are sent
+        after that, from the outboxes already saved."""
+        t0 = time.perf_counter()
+        now = _wall_ms()
+        groups: dict[int, list] = {}
+        for ev in events:
+            groups.setdefault(ev.message.partition, []).append(ev)
+        inputs = 0
+        missing = [p for p in groups if p not in self.parts]
+        self.stage = "building partitions"
+        if missing:
+            await self.ensure(missing + self.unbuilt())
+        producer = self.app.producer
+        durable: list = []  # futures of records that must be on the broker first
+        flushed = []
+        for p, evs in groups.items():
+            lp = self.parts[p]
+            n, dead = self._feed(lp, p, evs, now)
+            inputs += n
+            self.stage = "sending dead letters"
+            for d in dead:
+                durable.append(await producer.send(self.topics.deadletter, d.key, d.value,
+                                                   None, None, None))
+            flushed.append((lp, self._write_state(lp, p, evs[-1], now, durable)))
+        self.stage = f"waiting for {len(durable)} changelog/dead-letter acks"
+        if durable:
+            await asyncio.gather(*durable)
+        self.stage = "sending findings"
+        for lp, fl in flushed:
+            for mid, record in fl.publish:
+                await self._send_finding(lp, mid, record)
+            if fl.findings:
+                self.metrics.findings_published(fl.findings)
+        self.stage = "idle"
+        self.batches += 1
+        if inputs:
+            self.metrics.observe_processing(time.perf_counter() - t0, inputs)
+
+    def _feed(self, lp: LivePartition, p: int, evs: list, now: int) -> tuple[int, list]:
+        kind_of, note, admit = self.kind_of, self.progress.note, self.offsets_seen.admit
+        committed = getattr(self.app.consumer, "_committed_offset", {})
+        n = 0
+        dead_letters = []
+        for ev in evs:
+            msg = ev.message
+            kind = kind_of[msg.topic]
+            if kind is TICK:
+                self.tick_next[p] = msg.offset + 1
+                if not lp.on_tick(msg.value):
+                    log.warning("ignored a malformed tick at %s[%d]@%d", msg.topic, p, msg.offset)
+                continue
+            verdict = admit((msg.topic, p), msg.offset, committed.get(TP(msg.topic, p)))
+            if verdict != "ok":
+                if verdict == "seen":
+                    continue
+                _restart_self(f"{msg.topic}[{p}]: record {msg.offset} arrived, but records from "
+                              f"{self.offsets_seen.expected.get((msg.topic, p))} on never reached "
+                              f"the agent (faust dropped them after a rebalance)")
+            n += 1
+            note(msg.topic, p, msg.offset, now)
+            ts = msg.timestamp
+            record_ms = round(ts * 1000) if ts else now
+            try:
+                dead = lp.on_input(kind, msg.value, record_ms, msg.offset, msg.key)
+            except Exception as exc:  # a reconciler bug must not stop the partition
+                log.error("processing failed at %s[%d]@%d: %s (record dead-lettered)",
+                          msg.topic, p, msg.offset, type(exc).__name__)
+                dead = lp.failed(kind, msg.value, record_ms, msg.offset, msg.key, exc)
+            if dead is not None:
+                ok, dropped = self.reject_log.allow()
+                if ok:
+                    log.warning("dead letter %s from %s[%d]@%d%s", dead.reason, msg.topic, p,
+                                msg.offset, f" ({dropped} more not logged)" if dropped else "")
+                dead_letters.append(dead)
+        return n, dead_letters
+
+    def _write_state(self, lp: LivePartition, p: int, last_event: Any, now: int,
+                     durable: list) -> Any:
+        """Flush the partition's reconciler into the tables; the changelog sends' futures
+        go into `durable`."""
+        suppressed = lp.suppressed
+        fl = lp.flush(now)
+        if lp.suppressed > suppressed:
+            log.info("partition %d: %d findings raised again were already on %s (not sent)",
+                     p, lp.suppressed - suppressed, self.topics.anomalies)
+        if fl.writes or fl.clock is not None:
+            merchants = self.merchants
+            with _in_partition(last_event):
+                for key, value in fl.writes:
+                    if value is not None:
+                        merchants[key] = value
+                    elif key in merchants:
+                        del merchants[key]
+                if fl.clock is not None:
+                    self.clocks[clock_key(p)] = fl.clock
+            durable += self.merchants.take_sent()
+            durable += self.clocks.take_sent()
+        return fl
+
+    async def _send_finding(self, lp: LivePartition, mid: str, record: dict) -> None:
+        """Hand a finding to the producer; the outbox is cleared once the broker has it."""
+        sent = await self.app.producer.send(self.topics.anomalies, mid.encode(),
+                                            orjson.dumps(record), lp.partition, None, None)
+        sent.add_done_callback(partial(_on_finding_acked, lp, mid))
+
+
+    # -- the watchdog ---------------------------------------------------------------------
+
+    def _repair_acks(self) -> None:
+        """Drop repeated and already-committed offsets from faust's list of acked offsets.
+
+        After a restart with a changelog to restore, faust 0.15.3 can ack each offset of a
+        partition twice (seen in tests/integration/test_restart.py). It commits up to the end
+        of the first run of consecutive offsets in that list, so with every offset doubled
+        its commits advance by one or two offsets at a time: the committed offset falls ever
+        further behind and a restart would re-read hours of input. The list is faust's own
+        (Consumer._acked); this runs on the event loop's thread, like every ack and commit.
+        """
+        c = self.app.consumer
+        acked = getattr(c, "_acked", None)
+        index = getattr(c, "_acked_index", None)
+        committed = getattr(c, "_committed_offset", None)
+        if acked is None or index is None or committed is None:
+            return
+        repaired = []
+        for tp, offsets in list(acked.items()):
+            if not offsets:
+                continue
+            floor = committed.get(tp)
+            clean = sorted({o for o in offsets if floor is None or o >= floor})
+            if len(clean) != len(offsets):
+                offsets[:] = clean
+                index[tp] = set(clean)
+                repaired.append(f"{tp.topic}[{tp.partition}]")
+        if repaired:
+            self.acks_repaired += 1
+            if self.acks_repaired <= 3 or self.acks_repaired % 100 == 0:
+                log.warning("repaired faust's acked-offset lists of %s (offsets acked twice "
+                            "would stall its commits); %d repairs so far",
+                            ", ".join(repaired), self.acks_repaired)
+
+    async def watchdog(self) -> None:
+        """Restart when faust lost the last records of a partition (no later record shows
+        the hole to the offset checker): the agent is idle, its queue empty, and the
+        consumer's read offset of a partition is past the next offset this worker processed,
+        for five seconds (three batch windows if longer) with no batch in between."""
+        app = self.app
+        self._repair_acks()
+        if not self.ready or self.stage != "idle":
+            self._suspect = None
+            self.watchdog_state = f"skipped: ready {self.ready}, stage {self.stage}"
+            return
+        queue = getattr(getattr(self.stream, "channel", None), "queue", None)
+        if queue is None or queue.qsize():
+            self._suspect = None
+            self.watchdog_state = f"skipped: queue {None if queue is None else queue.qsize()}"
+            return
+        read = getattr(app.consumer, "_read_offset", {})
+        committed = getattr(app.consumer, "_committed_offset", {})
+        lost = []
+        for tp in app.consumer.assignment():
+            kind = self.kind_of.get(tp.topic)
+            if kind is None:
+                continue
+            last = read.get(tp)
+            if last is None:
+                continue
+            if kind is TICK:
+                nxt = self.tick_next.get(tp.partition)
+            else:
+                nxt = self.offsets_seen.expected.get((tp.topic, tp.partition))
+            if nxt is None:
+                nxt = committed.get(tp) or 0
+            try:
+                end = app.consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                continue
+            if end is not None and nxt < end and last >= nxt:
+                lost.append((tp, nxt, last))
+        key = frozenset(tp for tp, _, _ in lost)
+        now = time.monotonic()
+        self.watchdog_state = (f"batches {self.batches}, suspect {self._suspect}, "
+                               f"lost {[(tp.topic, tp.partition, n, l) for tp, n, l in lost]}")
+        if not lost or self._suspect is None or self._suspect[:2] != (self.batches, key):
+            self._suspect = (self.batches, key, now) if lost else None
+            return
+        # Records wait in the agent's batch for up to batch_within: give them ample time.
+        if now - self._suspect[2] < max(5.0, 3 * self.cfg.batch_within_ms / 1000):
+            return
+        self._suspect = None
+        tp, nxt, last = lost[0]
+        _restart_self(f"{tp.topic}[{tp.partition}]: records {nxt}-{last} were read by faust "
+                      f"but never reached the agent")
+
+    # -- the clock ------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Send clock ticks to the partitions whose silent inputs hold event time back."""
+        if not self.ready:
+            return
+        app, t = self.app, self.topics
+        assigned = self.assigned()
+        unbuilt = self.unbuilt()
+        if unbuilt:
+            await self.ensure(unbuilt)
+        if not assigned:
+            return
+        tps = [TP(topic, p) for p in assigned for topic in (t.authorisations, t.settlements)]
+        ends, earliest = await self.offsets(tps)
+        # Where this worker started reading a partition it has read nothing of yet.
+        committed = getattr(app.consumer, "_committed_offset", {})
+        now = _wall_ms()
+        for p in assigned:
+            lp = self.parts.get(p)
+            if lp is None:
+                continue
+            wms = lp.reconciler.watermarks()
+            views = []
+            for topic, kind in ((t.authorisations, AUTH), (t.settlements, SETTLEMENT)):
+                tp = TP(topic, p)
+                start = committed.get(tp)
+                if start is None:
+                    start = earliest.get(tp)
+                lag = self.progress.lag(topic, p, ends.get(tp), start)
+                if lag is not None and self.metrics is not None:
+                    self.metrics.set_consumer_lag(topic, p, lag)
+                views.append(InputView(lag == 0, self.progress.idle(topic, p, now,
+                                                                    self.cfg.tick_idle_ms),
+                                       wms.get(kind)))
+            clock = lp.reconciler.clock_ms
+            target = tick_target(now, self.allowance_ms, clock, views)
+            if target is None and lp.needs_flush:
+                target = clock  # a no-op tick, so the agent flushes what a restore left
+            if target is not None:
+                await app.producer.send(t.ticks, b"tick", encode_tick(target), p, None, None)
+
+
+def _iso(ms: int) -> str:
+    from streams.wire import format_time_ms
+    return format_time_ms(ms)
+
+
+def _on_finding_acked(lp: LivePartition, mid: str, fut: asyncio.Future) -> None:
+    if fut.cancelled() or fut.exception() is not None:
+        exc = None if fut.cancelled() else fut.exception()
+        _die("sending a finding failed (%s)", type(exc).__name__ if exc else "cancelled")
+    lp.acked(mid)
+
+
+# ----------------------------------------------------------------------------------- the app
+def load_policy_for(cfg: LiveConfig) -> Policy:
+    return load_policy(cfg.config) if cfg.config else default_policy()
+
+
+def create_app(cfg: LiveConfig, policy: Policy | None = None, *,
+               count_only: bool = False) -> faust.App:
+    """The faust app for `cfg`: topics, tables, the agent, the tick timer and the hooks.
+
+    `count_only` gives the throughput baseline instead: the same topics, settings and
+    batching, an agent that only counts records (settlewatch_events_read_total), no tables.
+    """
+    policy = policy if policy is not None else load_policy_for(cfg)
+    t = cfg.topics
+    data_dir = cfg.data_dir or os.path.join(".settlewatch", cfg.app_id)
+    session_s = cfg.session_timeout_ms / 1000
+    app = faust.App(
+        cfg.app_id,
+        broker=f"kafka://{cfg.bootstrap}",
+        store=cfg.store,
+        datadir=data_dir,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=cfg.partitions,
+        web_enabled=False,
+        consumer_auto_offset_reset=cfg.offset_reset,
+        # A SIGKILLed worker's partitions wait out the session timeout (60 s by default).
+        broker_session_timeout=session_s,
+        broker_heartbeat_interval=min(3.0, session_s / 3),
+        producer_max_request_size=MAX_VALUE_BYTES,
+        consumer_max_fetch_size=MAX_VALUE_BYTES,
+        table_standby_replicas=0,
+    )
+    rt = Runtime(app, cfg, policy)
+    app.settlewatch = rt  # for tests and the demo
+
+    src = app.topic(t.authorisations, t.settlements, t.ticks, key_type=bytes, value_type=bytes,
+                    key_serializer="raw", value_serializer="raw")
+    # Keys and values are bytes; the app's serializers are "raw".
+    table_opts = dict(partitions=cfg.partitions, key_type=bytes, value_type=bytes,
+                      extra_topic_configs={"max.message.bytes": str(MAX_VALUE_BYTES)})
+    rt.merchants = app.tables.add(SourcePartitionTable(
+        app, name="merchants", beacon=app.tables.beacon,
+        help="merchant_id -> reconciler state + outbox", **table_opts))
+    rt.clocks = app.tables.add(SourcePartitionTable(
+        app, name="clocks", beacon=app.tables.beacon,
+        help="p<n> -> partition n's event-time clock", **table_opts))
+
+    batch_within = cfg.batch_within_ms / 1000
+
+    if count_only:
+        @app.agent(src, concurrency=1, name="count")
+        async def count(stream):
+            event_read, ticks = rt.metrics.event_read, t.ticks
+            async for events in stream.take_events(cfg.batch_max, within=batch_within):
+                for ev in events:
+                    topic = ev.message.topic
+                    if topic != ticks:
+                        event_read(topic)
+
+        _add_hooks(app, rt)
+        return app
+
+    @app.agent(src, concurrency=1, name="reconcile")
+    async def reconcile(stream):
+        rt.stream = stream
+        async for events in stream.take_events(cfg.batch_max, within=batch_within):
+            try:
+                await rt.handle_batch(events)
+            except asyncio.CancelledError:
+                # Stopping mid-batch: take_events would ack what was not processed.
+                _die("stopped in the middle of a batch of %d records", len(events))
+            except Exception as exc:
+                log.exception("batch failed")
+                _die("a batch failed (%s)", type(exc).__name__)
+
+    @app.timer(1.0, name="watchdog")
+    async def watchdog():
+        try:
+            await rt.watchdog()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("watchdog check failed: %s: %s", type(exc).__name__, exc)
+
+    if cfg.tick_interval_ms > 0:
+        @app.timer(cfg.tick_interval_ms / 1000, name="clock_tick")
+        async def clock_tick():
+            try:
+                await rt.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next tick tries again
+                log.warning("clock tick skipped: %s: %s", type(exc).__name__, exc)
+
+    _add_hooks(app, rt)
+    return app
+
+
+def _add_hooks(app: faust.App, rt: Runtime) -> None:
+    """Metrics server at start-up; readiness and partition hand-over on rebalances."""
+    @app.task
+    async def start_metrics():
+        rt.serve_metrics()
+        import signal
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, partial(dump_tasks, rt))
+        async with rt._aux_lock:  # connect early: the first tick should not wait for it
+            await rt._aux_consumer()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender, revoked, **kwargs):
+        rt.ready = False
+        rt.metrics.set_up(False)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender, assigned, **kwargs):
+        rt.on_assigned(set(assigned))
+
+    @app.on_rebalance_complete.connect
+    async def on_rebalance_complete(sender, **kwargs):
+        rt.ready = True
+        rt.metrics.set_up(True)
+
+
+# --------------------------------------------------------------------------------- start-up
+def check_topics(cfg: LiveConfig, timeout_s: float = 30.0) -> list[str]:
+    """Problems with the topics the worker needs (absent, wrong partition count), or []."""
+    from kafka.admin import KafkaAdminClient
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=cfg.bootstrap,
+                                     client_id=f"{cfg.app_id}-check", request_timeout_ms=5000)
+            break
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                return [f"no Kafka broker answers at {cfg.bootstrap} ({type(exc).__name__})"]
+            time.sleep(0.5)
+    try:
+        names = cfg.topics.all()
+        found = {d["topic"] if "topic" in d else d["name"]: d
+                 for d in admin.describe_topics(list(names)) if not d.get("error_code")}
+    except Exception as exc:
+        found = {}
+        log.debug("describe_topics failed: %r", exc)
+    finally:
+        admin.close()
+    problems = []
+    for name in names:
+        d = found.get(name)
+        if d is None:
+            problems.append(f"topic {name} does not exist (deploy/local/stack up kafka "
+                            f"creates the standard set)")
+        elif len(d["partitions"]) != cfg.partitions:
+            problems.append(f"topic {name} has {len(d['partitions'])} partitions, the worker "
+                            f"expects {cfg.partitions} (--partitions); inputs, ticks and "
+                            f"anomalies must be co-partitioned")
+    return problems
+
+
+def run_worker(cfg: LiveConfig, *, count_only: bool = False) -> None:
+    """Check the topics, then run the faust worker until SIGTERM / Ctrl-C."""
+    from streams.runtime import tune_gc
+    logging.basicConfig(level=cfg.loglevel.upper(),
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    ours = logging.getLogger().handlers[-1:]
+    problems = check_topics(cfg)
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    policy = load_policy_for(cfg)
+    app = create_app(cfg, policy, count_only=count_only)
+    log.info("settlewatch worker %s%s: %s on %s, topics %s, tick every %dms at wall clock - %dms",
+             cfg.app_id, " (count only)" if count_only else "", cfg.config or "default policy",
+             cfg.bootstrap, ", ".join(cfg.topics.all()), cfg.tick_interval_ms,
+             cfg.allowance_ms(policy))
+    for handler in ours:  # faust installs its own; two would print every line twice
+        logging.getLogger().removeHandler(handler)
+    tune_gc()
+    worker = faust.Worker(app, loglevel=cfg.loglevel, quiet=True)
+    worker.execute_from_commandline()
+
+
+# ------------------------------------------------------------------------------- throughput
+
+

@@ -55,6 +55,7 @@ from streams.core.policy import Policy, default_policy, load_policy
 from streams.live.diagnostics import dump_tasks
 from streams.live.exits import _die
 from streams.live.config import LiveConfig
+from streams.live.health import worker_readiness
 from streams.live.faust_compat import SourcePartitionTable, _in_partition, _restart_self
 from streams.live.partition import (
     AUTH,
@@ -124,6 +125,7 @@ class Runtime:
             reconcilers=lambda: [lp.reconciler for lp in list(self.parts.values())],
             worker=f"{self.cfg.app_id}@{os.uname().nodename}:{os.getpid()}")
         self.observer = self.metrics.observer()
+        self.metrics.health.readiness = partial(worker_readiness, self)  # /readyz
 
     def serve_metrics(self) -> None:
         if self.cfg.metrics_port and self._metrics_server is None:
@@ -649,6 +651,7 @@ def _add_hooks(app: faust.App, rt: Runtime) -> None:
     """Metrics server at start-up; readiness and partition hand-over on rebalances."""
     @app.task
     async def start_metrics():
+        rt.metrics.health.start_heartbeat()  # /healthz
         rt.serve_metrics()
         import signal
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, partial(dump_tasks, rt))

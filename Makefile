@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast check dashboards bench stack-up stack-down clean pictures
+.PHONY: setup demo test test-fast fuzz check dashboards bench stack-up stack-down clean pictures
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: setup
 ## test-fast: the pure core and the rooms above it, no services.
 test-fast: $(STAMP)
 	$(BIN)/pytest -q tests/core tests/wire tests/live tests/audit tests/sim tests/test_layout.py
+
+## fuzz: the parser fuzz suite (tests/wire/test_fuzz.py) with many more cases than `make test`
+## runs (1000, 1000 and 500 cases there); FUZZ_EXAMPLES=n to choose. No services needed.
+FUZZ_EXAMPLES ?= 50000
+fuzz: $(STAMP)
+	SETTLEWATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/wire/test_fuzz.py
 
 ## check: alert rules with Prometheus' own tools, dashboards regenerate to the committed JSON.
 check: setup

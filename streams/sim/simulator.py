@@ -7,7 +7,8 @@ fee channel and the holiday calendar are exercised. Faults are injected per sett
 the given rates, and every one is written down in `Simulation.injected` (the truth a test or a
 demo can compare findings with).
 
-Fault kinds: late, missing, duplicate, underpaid (a wrong fee rate), overpaid, orphan,
+Fault kinds: late, missing, duplicate, underpaid (a wrong fee rate), fee_table (a wrong fee
+table at the acquirer: every channel charged its agreed rate + `fee_table_bps`, 30), overpaid, orphan,
 refund_netted (a refund of a paid sale netted into the merchant's next credit), redelivery (an
 event sent twice: counted, never a finding). Bad records for the dead-letter path come from
 `bad_records()`: raw bytes with the reason each must be rejected for.
@@ -25,9 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from streams.core.events import AUTHORISATION, DECLINED, REFUND, REVERSAL, Credit, PosEvent
-from streams.core.policy import Policy
+from streams.core.policy import FeeRule, Policy
 
-FAULT_KINDS = ("late", "missing", "duplicate", "underpaid", "overpaid", "orphan",
+FAULT_KINDS = ("late", "missing", "duplicate", "underpaid", "fee_table", "overpaid", "orphan",
                "refund_netted", "redelivery")
 
 MIN = 60_000
@@ -48,6 +49,7 @@ class SimConfig:
     void_rate: float = 0.01
     acquirers: tuple[str, ...] = ()  # default: the policy's named acquirers plus "acq-std"
     emit_pan_masked: bool = True
+    fee_table_bps: int = 30  # fault fee_table: what the wrong table adds to every agreed rate
 
 
 @dataclass(frozen=True)
@@ -281,6 +283,14 @@ class Simulation:
             amount = sum(s.amount_minor - (s.amount_minor * wrong + 5000) // 10_000 for s in sales)
             if net - amount > len(sales):  # beyond the tolerance
                 self._note("underpaid", m, subject)
+            else:
+                amount = net
+        elif self._fault("fee_table", m.acquirer):
+            amount = sum(s.amount_minor - FeeRule(rule.bps + self.cfg.fee_table_bps,
+                                                  rule.cap_minor).fee_minor(s.amount_minor)
+                         for s in sales for rule in (policy.fee_rule(s.channel),))
+            if net - amount > policy.tolerance.allowed_minor(net, len(sales)):
+                self._note("fee_table", m, subject)
             else:
                 amount = net
         elif self._fault("overpaid", m.acquirer):

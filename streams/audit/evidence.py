@@ -88,7 +88,7 @@ def _statement(f: Finding, ev: dict, cycle: dict | None) -> list[str]:
     """The claim in sentences, from the finding and its evidence."""
     cur = f.currency
     lines = [f"{f.kind.value} ({f.status.value}): merchant {f.merchant_id}, acquirer "
-             f"{f.acquirer}, {f.subject}"]
+             f"{f.acquirer}, subject {f.subject}"]
     for s in ev["sales"]:
         rule = s.get("fee_rule") or {}
         cap = rule.get("cap_minor")
@@ -100,14 +100,14 @@ def _statement(f: Finding, ev: dict, cycle: dict | None) -> list[str]:
             extra += f", reversed {money(s['reversed_minor'], cur)}"
         if s.get("refunded_minor"):
             extra += f", refunded {money(s['refunded_minor'], cur)}"
-        # The card goes last, after a word: "411111******1111: 1,234,567.89" would read as
-        # a 13-digit number (1111 and the amount's digits) to a card-number scan.
+        # A word between every id and the number after it, and the card last: a card-number
+        # scan reads "T0000480: 5,430.40" or "******1111: 1,234,567.89" as one 13-digit run.
         lines.append(f"sale {s['auth_id']} at {s['event_time']} on terminal {s['terminal_id']}"
-                     f": {money(s['amount_minor'], cur)} {s['status']}, {fee}{extra}"
+                     f", amount {money(s['amount_minor'], cur)} {s['status']}, {fee}{extra}"
                      f", net due {money(s['expected_net_minor'], cur)}"
                      f"; card {s.get('pan_masked') or 'not given'}")
     for c in ev["credits"]:
-        lines.append(f"credit {c['credit_id']} booked {c['event_time']}: "
+        lines.append(f"credit {c['credit_id']} booked {c['event_time']}, amount "
                      f"{money(c['amount_minor'], c['currency'])}"
                      + (f" (acquirer's fee {money(c['fee_minor'], c['currency'])})"
                         if c.get("fee_minor") is not None else ""))
@@ -127,7 +127,9 @@ def _statement(f: Finding, ev: dict, cycle: dict | None) -> list[str]:
                  f"{money(f.received_minor, cur)}, difference {money(f.difference_minor, cur)}"
                  + (f"; probable cause: {f.probable_cause}" if f.probable_cause else "")
                  + _cause_words(ev.get("cause_detail"), cur))
-    return lines
+    # Ids and amounts side by side can still spell a Luhn-valid digit run: mask any, as the
+    # dead letters do, so that no evidence file holds what reads as a card number.
+    return [wire.mask_pans_text(line) if wire.text_has_pan(line) else line for line in lines]
 
 
 def _cause_words(d: dict | None, cur: str) -> str:
@@ -152,10 +154,10 @@ def _cause_words(d: dict | None, cur: str) -> str:
                      f"{money(d['fee_minor_agreed'], cur)}")
     netted = d.get("netted") or (d.get("with") or {}).get("netted")
     if netted:
-        words.append(f"{netted['type']} {netted['event_id']} of sale {netted['auth_id']}, "
+        words.append(f"{netted['type']} {netted['event_id']} of sale {netted['auth_id']} for "
                      f"{money(netted['amount_minor'], cur)}, netted in")
     if d.get("model") in ("missing_sale", "declined_sale"):
-        words.append(f"sale {d['auth_id']}, {money(d['amount_minor'], cur)}")
+        words.append(f"sale {d['auth_id']} for {money(d['amount_minor'], cur)}")
     if d.get("rounding"):
         words.append(f"fees rounded {d['rounding'].replace('_', ' ')}")
     return f" ({'; '.join(words)})" if words else ""

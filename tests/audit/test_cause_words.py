@@ -34,7 +34,7 @@ def test_the_evidence_of_a_netted_refund_names_the_refund():
               credit("c2", "2026-10-09 11:20", net(20_000) - 2_500, auth_ids=("a2",))]
     [f] = _findings(events, "2026-10-12 00:00")
     last = _evidence_for_people(f.evidence, f, policy())["statement"][-1]
-    assert last.endswith("probable cause: refund_netted (refund r-a1 of sale a1, 25.00 CNY, "
+    assert last.endswith("probable cause: refund_netted (refund r-a1 of sale a1 for 25.00 CNY, "
                          "netted in)")
 
 
@@ -46,5 +46,18 @@ def test_no_statement_line_reads_as_a_card_number_when_a_masked_card_meets_a_lar
     [f] = [f for f in feed(Reconciler(policy()), events, ms("2026-10-20 00:00"))
            if f.kind.value == "missing"]
     ev = _evidence_for_people(f.evidence, f, policy())
+    for line in ev["statement"]:
+        assert not wire.text_has_pan(line), line
+
+
+def test_a_terminal_id_and_the_amount_after_it_do_not_read_as_a_card_number():
+    from streams import wire
+    # "T0000480: 5,430.40" reads as the 13 digits 0000480543040, which pass Luhn
+    s = sale("A1", "2026-10-09 10:00", 543_040)
+    s = s._replace(terminal_id="T0000480")
+    [f] = [f for f in feed(Reconciler(policy()), [s], ms("2026-10-20 00:00"))
+           if f.kind.value == "missing"]
+    ev = _evidence_for_people(f.evidence, f, policy())
+    assert any("T0000480" in line for line in ev["statement"])
     for line in ev["statement"]:
         assert not wire.text_has_pan(line), line

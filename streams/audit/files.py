@@ -152,6 +152,8 @@ class ReplayRun:
             "findings_by_kind": dict(sorted(r.by_kind.items())),
             "late_data": stats.late_data,
             "redeliveries": stats.redeliveries,
+            # items dropped with their missing still open, once missing_horizon passed
+            "missing_expired": stats.missing_expired,
             "until": wire.format_time_ms(until_ms) if until_ms is not None else None,
         }
         if r.warnings:

@@ -762,7 +762,8 @@ def _merge_parts(out: Path, parts_dir: Path, plan: Plan, spec: RangeSpec) -> dic
             os.replace(f, evidence / f.name)
     summary: dict[str, Any] = {"events_read": 0, "events_valid": 0, "rejected": 0,
                                "rejected_by_reason": Counter(), "findings": 0,
-                               "findings_by_kind": Counter(), "late_data": 0, "redeliveries": 0}
+                               "findings_by_kind": Counter(), "late_data": 0, "redeliveries": 0,
+                               "missing_expired": 0}
     for name in names:
         part = orjson.loads((parts_dir / name / "summary.json").read_bytes())
         for k, v in part.items():

@@ -159,6 +159,14 @@ class Metrics:
             "settlewatch_redeliveries_total",
             "Events or credits seen again (same event_id or credit_id); ignored.", ["topic"],
             registry=r)
+        self.missing_expired = Counter(
+            "settlewatch_missing_expired_total",
+            "Items dropped with their missing finding still open, once missing_horizon passed "
+            "(a credit for one later is an orphan).", ["acquirer", "currency"], registry=r)
+        self.missing_expired_amount = Counter(
+            "settlewatch_missing_expired_amount_minor_total",
+            "Expected amount of those items, in minor units.", ["acquirer", "currency"],
+            registry=r)
         self.findings = Counter(
             "settlewatch_findings_total",
             "Findings published to settlewatch.anomalies, by kind and status.",
@@ -380,6 +388,10 @@ class ReconcilerObserver:
 
     def on_redelivery(self, source: str) -> None:
         self._m.redeliveries.labels(self._m._topic(source)).inc()
+
+    def on_missing_expired(self, acquirer: str, currency: str, amount_minor: int) -> None:
+        self._m.missing_expired.labels(acquirer, currency).inc()
+        self._m.missing_expired_amount.labels(acquirer, currency).inc(amount_minor)
 
 
 class OpenItemsCollector:

@@ -267,3 +267,15 @@ def test_a_rejected_line_stamped_2099_steers_neither_the_merge_nor_a_clock(tmp_p
     # byte for byte, detected_at too: the findings became known at the same clocks
     assert (tmp_path / "out" / "findings.jsonl").read_bytes() == (
         clean / "out" / "findings.jsonl").read_bytes()
+
+
+def test_a_missing_item_dropped_at_the_horizon_is_counted_in_the_summary(tmp_path):
+    # A sale with no credit ever: missing at its deadline, then dropped once missing_horizon
+    # (90 days in the sample policy) has passed: never silently, the summary counts it.
+    auths = write(tmp_path / "a.jsonl", [line()])
+    credits = write(tmp_path / "c.jsonl", [credit_line(credit_id="c0", auth_ids=["zz"],
+                                                       merchant_id="m2")])
+    replay_files(default_policy(), [auths, credits], str(tmp_path / "out"),
+                 until_ms=T0 + 120 * 86_400_000)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["missing_expired"] == 1

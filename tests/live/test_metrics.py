@@ -339,3 +339,13 @@ def test_an_acquirers_series_exist_at_zero_once_a_sale_opens_an_item(registry):
                      channel="credit", outcome=outcome) == 0
     assert value(registry, "settlewatch_findings_total", kind="missing", acquirer="acq-fast",
                  status="open") == 0
+
+
+def test_missing_items_dropped_at_the_horizon_are_counted_by_acquirer(registry, metrics):
+    obs = metrics.observer()
+    obs.on_missing_expired("acq-a", "CNY", 12_345)
+    obs.on_missing_expired("acq-a", "CNY", 5)
+    assert value(registry, "settlewatch_missing_expired_total", acquirer="acq-a",
+                 currency="CNY") == 2
+    assert value(registry, "settlewatch_missing_expired_amount_minor_total", acquirer="acq-a",
+                 currency="CNY") == 12_350

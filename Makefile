@@ -31,7 +31,7 @@ test: setup
 
 ## test-fast: the pure core and the rooms above it, no services.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q tests/core tests/wire tests/live tests/audit tests/test_layout.py
+	$(BIN)/pytest -q tests/core tests/wire tests/live tests/audit tests/sim tests/test_layout.py
 
 ## check: alert rules with Prometheus' own tools, dashboards regenerate to the committed JSON.
 check: setup

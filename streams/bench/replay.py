@@ -144,8 +144,9 @@ def _run_replay(bootstrap: str, prefix: str, from_ms: int, to_ms: int, out: str,
     from streams.audit.kafka import peak_rss_bytes, replay_kafka
     from streams.wire import Topics
     tune_gc()
-    topics = Topics(prefix + "pos.authorisations", prefix + "pos.settlements",
-                    prefix + "settlewatch.anomalies")
+    topics = Topics(authorisations=prefix + "pos.authorisations",
+                    settlements=prefix + "pos.settlements",
+                    anomalies=prefix + "settlewatch.anomalies")
     r = replay_kafka(policy, bootstrap, from_ms, to_ms, out, lead_in_ms=0, topics=topics,
                      workers=workers, progress=False, evidence=evidence)
     worker_peaks = [w["peak_rss_mb"] for w in r.worker_stats]

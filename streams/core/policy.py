@@ -63,6 +63,8 @@ _DEFAULT_TIME = {
     "orphan_after": "1d",
     "max_future": "15m",
     "keep_settled": "7d",
+    "missing_horizon": "90d",
+    "redelivery_window": "35d",
 }
 _TOP_KEYS = ("timezone", "holidays", "workdays", "tolerance", "fees", "cycles", "time")
 _CYCLE_KEYS = ("acquirer", "merchant_id", "mode", "due", "cutoff", "grace", "timezone")
@@ -136,11 +138,6 @@ class Cycle:
     grace_ms: int
     timezone: str
 
-    def matches(self, acquirer: str, merchant_id: str) -> bool:
-        return fnmatch.fnmatchcase(acquirer, self.acquirer) and fnmatch.fnmatchcase(
-            merchant_id, self.merchant_id
-        )
-
 
 class _Zone:
     """A time zone with its cache of UTC offsets per 15-minute bucket of UTC time."""
@@ -199,6 +196,10 @@ class Policy:
     orphan_after_ms: int
     max_future_ms: int
     keep_settled_ms: int
+    # an item whose missing finding is open is kept this long after its close, then dropped
+    missing_horizon_ms: int = 90 * 86_400_000
+    # ids that recognise a redelivered event are kept this long after the event's own time
+    redelivery_window_ms: int = 35 * 86_400_000
     # caches (not part of equality or repr)
     _zone: _Zone = field(init=False, repr=False, compare=False)
     _cycle_zones: tuple[_Zone, ...] = field(init=False, repr=False, compare=False)
@@ -464,6 +465,8 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         orphan_after_ms=times["orphan_after"],
         max_future_ms=times["max_future"],
         keep_settled_ms=times["keep_settled"],
+        missing_horizon_ms=times["missing_horizon"],
+        redelivery_window_ms=times["redelivery_window"],
     )
 
 

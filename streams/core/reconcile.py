@@ -34,14 +34,55 @@ release. A credit is matched by its ``auth_ids``, else its ``batch_id``, else by
 merchant's unpaid items; one that matches nothing by ``orphan_after`` after its own time is an
 orphan.
 
-Redelivery. The same sale (auth_id), reversal or refund (event_id) or credit (credit_id) seen
-again while its item is retained is a redelivery: counted, never a finding. Closed items are
-retained ``keep_settled`` after their last activity and then dropped, so memory is bounded by
-open state plus that window.
+Retention and redelivery. The same sale (auth_id), reversal or refund (event_id) or credit
+(credit_id) seen again is a redelivery: counted, never a finding. Settled and void items are
+kept ``keep_settled`` after their last activity, then dropped. An item whose missing finding is
+open is open state: kept until a credit resolves it or ``missing_horizon`` after its close, then
+dropped and counted (``Stats.missing_expired``, ``Observer.on_missing_expired``); a credit for it
+after that is an orphan with probable cause ``missing_horizon_passed``. When an item, a credit
+or a deduction is dropped, the ids that recognise its redelivery move to a store apart from the
+items, kept ``redelivery_window`` after each event's own time (bucketed by UTC day of event time).
 
-State is plain data per merchant (:meth:`Reconciler.snapshot_merchant` /
-:meth:`Reconciler.restore_merchant`), plus the partition's watermarks (:meth:`snapshot_clock`),
-so the live worker can write each changed merchant once per batch to a changelogged table.
+Time structures. The timers are a calendar queue (:class:`_Calendar`): buckets of time holding
+sets of timers, a heap of bucket numbers, and a small heap of the timers the clock has reached.
+Deadlines cluster (every T+1 sale of a trade date shares one), a timer that moves is cancelled
+(never left stale), and a push costs a set insertion. The event buffer, which only holds the
+events within the lateness, stays a plain heap.
+
+State for the live worker, per change
+-------------------------------------
+:meth:`Reconciler.take_changes` returns ``{key: value}`` for every state key changed since the
+last call, ``value`` being plain JSON-able data (lists, dicts, str, int, bool, None) or ``None``
+when the key was deleted. Its cost is proportional to the number of changes, never to the state.
+Keys are ``merchant_id + "\x1f" + tag + "\x1f" + rest`` (a merchant id must not contain
+``\x1f``), so the worker routes each key to its merchant's partition:
+
+======  ======================  =================================================================
+tag     rest                    value
+======  ======================  =================================================================
+``i``   item key                one item: header, with its sale for a per-sale item; written when
+                                it opens, changes and closes; deleted when it is dropped
+``s``   auth_id                 one sale of a batch item: ``[item key, position, fields...]``
+``c``   credit_id               one credit record (the credit, what it pays, its timers' times)
+``d``   event_id                one deduction (a refund or reversal netted into a later credit)
+``b``   sequence number         one event buffered until the clock reaches it
+``r``   day ``\x1f`` chunk      up to 1,000 ids kept for redelivery, of events of that UTC day
+======  ======================  =================================================================
+
+No value grows with a merchant's size: a batch's sales, the deductions and the buffered events
+are one key each, and redelivery ids come in chunks. :meth:`Reconciler.restore_changes` rebuilds
+a fresh reconciler from the latest value of every live key (any order) and re-arms its timers
+and buffer; the worker then calls :meth:`restore_clock` and :meth:`drain`. Events re-read after
+a restore (from committed offsets behind the state) are recognised as redeliveries.
+
+The older whole-merchant form (:meth:`snapshot_merchant` / :meth:`restore_merchant`, with
+:meth:`take_dirty`) is kept over the same state for existing callers.
+
+Evidence. A finding's ``evidence`` (the sales, credits and cycle behind it) is built when the
+finding is raised, from the state that decided it: the sales' terminal, card and trace fields
+stay in the state for it. Rebuilding it on the audit side from the inputs would have to replay
+this file's every rule to know a sale's refunds and reversals as of the finding, so it stays
+here, where it is exact (and file replay stays byte-identical).
 """
 from __future__ import annotations
 
@@ -95,7 +136,10 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 _RANK = {AUTHORISATION: 0, REVERSAL: 1, REFUND: 2}
 _CREDIT_RANK = 3
 # Timer kinds, in the order they fire at equal time.
-_CLOSE, _ORPHAN, _EXPIRE = 0, 1, 2
+_CLOSE, _ORPHAN, _EXPIRE, _FORGET = 0, 1, 2, 3
+DAY_MS = 86_400_000
+_CHUNK = 1000  # redelivery ids per state value
+MISSING_HORIZON_PASSED = "missing_horizon_passed"
 
 # Fee rates commonly charged in the market, beside the configured ones, for guessing a
 # fee_rate_mismatch cause (basis points).
@@ -111,18 +155,21 @@ class Observer(Protocol):
     def on_item_closed(self, acquirer: str, matched: bool, channel: str = "") -> None: ...
     def on_late_data(self, source: str) -> None: ...
     def on_redelivery(self, source: str) -> None: ...
+    # optional: called when an item with an open missing finding passes missing_horizon
+    # def on_missing_expired(self, acquirer: str, currency: str, amount_minor: int) -> None
 
 
 class Stats:
     """Plain counters, read by tests, replay summaries and the metrics edge."""
 
-    __slots__ = ("events", "late_data", "redeliveries", "findings")
+    __slots__ = ("events", "late_data", "redeliveries", "findings", "missing_expired")
 
     def __init__(self) -> None:
         self.events = 0
         self.late_data = 0
         self.redeliveries = 0
         self.findings = 0
+        self.missing_expired = 0  # items dropped with their missing open (missing_horizon)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -190,10 +237,13 @@ _NO_CREDITS: list[str] = []  # shared by every item without a credit; never appe
 
 
 class CreditRec:
-    __slots__ = ("credit", "items", "waiting", "judged", "orphan_ms", "expire_ms", "matched")
+    __slots__ = ("credit", "items", "waiting", "judged", "orphan_ms", "expire_ms", "matched",
+                 "seq", "amount_only")
 
-    def __init__(self, credit: Credit, orphan_ms: int) -> None:
+    def __init__(self, credit: Credit, orphan_ms: int, seq: int = 0) -> None:
         self.credit = credit
+        self.seq = seq  # arrival order: orders a merchant's waiting and amount-only credits
+        self.amount_only = False  # in the merchant's amount_only list
         self.items: list[str] = []  # item keys this credit pays
         self.waiting: list[str] = []  # refs (auth ids or batch keys) not known yet
         self.judged = False
@@ -214,7 +264,8 @@ class Merchant:
         self.waiting_refs: dict[str, list[str]] = {}  # ref -> credit_ids waiting for it
         self.amount_only: list[str] = []  # credit_ids with no reference, waiting for a match
         # refunds and reversals of sales already paid: the acquirer nets them into a later credit
-        self.deductions: list[tuple] = []  # (type, auth_id, amount, ms, event_id)
+        # event_id -> (type, auth_id, amount, ms, event_id, seq), in arrival order
+        self.deductions: dict[str, tuple] = {}
         self.buffered: dict[int, PosEvent | Credit] = {}  # seq -> event not yet released
 
     def is_empty(self) -> bool:
@@ -229,16 +280,76 @@ def _batch_key(batch_id: str) -> str:
     return "\x1fbatch:" + batch_id
 
 
+class _Calendar:
+    """A calendar queue of tuples whose first element is a time in ms.
+
+    Entries sit in a set per bucket of ``width`` ms; a heap orders the bucket numbers. Once the
+    clock reaches a bucket (:meth:`pull`), its entries move to ``now``, a heap of the few that
+    are due soon, which the run loop pops in order. Pushing and cancelling an entry of a later
+    bucket cost one set operation; an entry of a bucket already pulled is pushed on ``now``, and
+    a cancelled one there is skipped by the caller's check when it comes up (within one bucket).
+    """
+
+    __slots__ = ("width", "buckets", "order", "now", "cur")
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.buckets: dict[int, set] = {}
+        self.order: list[int] = []  # heap of bucket numbers (each once)
+        self.now: list[tuple] = []  # heap of the entries of every bucket pulled
+        self.cur = NEVER // width  # buckets up to here are pulled
+
+    def push(self, entry: tuple) -> None:
+        b = entry[0] // self.width
+        if b <= self.cur:
+            heapq.heappush(self.now, entry)
+            return
+        bucket = self.buckets.get(b)
+        if bucket is None:
+            bucket = self.buckets[b] = set()
+            heapq.heappush(self.order, b)
+        bucket.add(entry)
+
+    def cancel(self, entry: tuple) -> None:
+        b = entry[0] // self.width
+        if b > self.cur:
+            bucket = self.buckets.get(b)
+            if bucket is not None:
+                bucket.discard(entry)
+
+    def pull(self, clock_ms: int) -> list[tuple]:
+        """Move every bucket the clock has reached to ``now``; return ``now``."""
+        limit = clock_ms // self.width
+        if limit > self.cur:
+            order, buckets, now = self.order, self.buckets, self.now
+            while order and order[0] <= limit:
+                bucket = buckets.pop(heapq.heappop(order))
+                if not bucket:
+                    continue
+                if now:
+                    for entry in bucket:
+                        heapq.heappush(now, entry)
+                else:
+                    now = self.now = sorted(bucket)  # a sorted list is a heap
+            self.cur = limit
+        return self.now
+
+    def __len__(self) -> int:
+        return len(self.now) + sum(len(b) for b in self.buckets.values())
+
+
 # ---------------------------------------------------------------------------------------------
 
 
 class Reconciler:
-    """Reconciles one partition's merchants. Feed it with :meth:`on_event` and :meth:`advance_to`.
+    """Reconciles one partition's merchants. Feed it with :meth:`on_event` (or
+    :meth:`on_events`) and :meth:`advance_to`.
 
-    Both return the findings that became known, in the order they became known.
+    Each returns the findings that became known, in the order they became known.
     """
 
-    def __init__(self, policy: Policy, observer: Observer | None = None) -> None:
+    def __init__(self, policy: Policy, observer: Observer | None = None, *,
+                 track_changes: bool = False) -> None:
         self.policy = policy
         self.observer = observer
         self.stats = Stats()
@@ -248,11 +359,23 @@ class Reconciler:
         self.floor_ms = NEVER
         self.clock_ms = NEVER
         self._lateness = policy.lateness_ms
-        self._buffer: list[tuple] = []  # (event_time_ms, rank, id, seq, merchant_id)
-        self._timers: list[tuple] = []  # (time_ms, timer kind, merchant_id, key)
+        # (event_time_ms, rank, id, seq, merchant_id) per event not released yet: a plain heap,
+        # as it holds only the events within the lateness (measured: cheaper than a calendar)
+        self._buffer: list[tuple] = []
+        # (time_ms, timer kind, merchant_id, key)
+        self._timers = _Calendar(60_000)
         self._seq = 0
         self._out: list[Finding] = []
         self._dirty: set[str] = set()
+        # (merchant_id, tag, rest) -> the object whose value to write, or None: deleted;
+        # None while changes are not tracked (replay and tests never take them)
+        self._changes: dict[tuple, Any] | None = {} if track_changes else None
+        self._born: set[tuple] = set()  # keys first created since the last take_changes
+        # redelivery ids apart from the items: merchant -> {tagged id: UTC day of its event}
+        self._seen: dict[str, dict[str, int]] = {}
+        self._seen_chunks: dict[tuple[str, int], list[list[str]]] = {}
+        self._seen_days: dict[int, set[str]] = {}  # day -> merchants holding ids of that day
+        self._open = 0  # items in state OPEN
         self._fee_bps = tuple(sorted(set(policy.all_fee_bps()) | set(COMMON_FEE_BPS)))
         # One string per terminal, shared by its sales (a terminal makes thousands a day).
         self._terminals: dict[str, str] = {}
@@ -261,6 +384,20 @@ class Reconciler:
 
     def on_event(self, event: PosEvent | Credit) -> list[Finding]:
         """Take one validated event; return the findings it (or the clock it moved) made known."""
+        self._accept(event)
+        if self._out:
+            return self._take()
+        return []
+
+    def on_events(self, events: Iterable[PosEvent | Credit]) -> list[Finding]:
+        """Take a batch of events: the same findings, in the same order, as calling
+        :meth:`on_event` once per event and joining what each returned."""
+        accept = self._accept
+        for event in events:
+            accept(event)
+        return self._take()
+
+    def _accept(self, event: PosEvent | Credit) -> None:
         self.stats.events += 1
         t = event.event_time_ms
         mid = event.merchant_id
@@ -276,9 +413,14 @@ class Reconciler:
                     SETTLEMENTS if isinstance(event, Credit) else AUTHORISATIONS)
             self._release(event, m)
             self._run()
-            return self._take()
+            return
         self._seq = seq = self._seq + 1
         m.buffered[seq] = event
+        changes = self._changes
+        if changes is not None:
+            key = (mid, "b", seq)
+            self._born.add(key)
+            changes[key] = event
         if isinstance(event, Credit):
             heapq.heappush(self._buffer, (t, _CREDIT_RANK, event.credit_id, seq, mid))
             if t > self.max_credit_ms:
@@ -291,9 +433,6 @@ class Reconciler:
                 self.max_auth_ms = t
                 if t - self._lateness > self.clock_ms:
                     self._move_clock()
-        if self._out:
-            return self._take()
-        return []
 
     def advance_to(self, clock_ms: int) -> list[Finding]:
         """Move the clock to at least ``clock_ms`` (a silent-input tick, or the end of a replay)."""
@@ -326,9 +465,13 @@ class Reconciler:
     def _run(self) -> None:
         """Release buffered events and fire timers, in time order, up to the clock."""
         clock = self.clock_ms
+        # The timers' heap holds every timer of the buckets the clock has reached (_Calendar),
+        # so its head is the next timer up to the clock.
         buffer, timers = self._buffer, self._timers
+        timers = timers.pull(clock) if clock // timers.width > timers.cur else timers.now
         pop = heapq.heappop
         merchants = self.merchants
+        changes = self._changes
         while True:
             next_event = buffer[0][0] if buffer else FOREVER
             next_timer = timers[0][0] if timers else FOREVER
@@ -339,6 +482,8 @@ class Reconciler:
                 m = merchants[mid]
                 buffered = m.buffered
                 event = buffered.pop(seq)
+                if changes is not None:
+                    changes[(mid, "b", seq)] = None
                 if not buffered:
                     m.buffered = {}  # a dict keeps its peak size; a quiet merchant's shrinks
                 # the rank says which kind of event it is (see on_event)
@@ -356,17 +501,20 @@ class Reconciler:
     def _timer(self, at_ms: int, kind: int, mid: str, key: str) -> None:
         # Ties break on merchant and key, never on insertion order, so that a reconciler
         # restored from snapshots fires its timers in the same order as one that never stopped.
-        heapq.heappush(self._timers, (at_ms, kind, mid, key))
+        self._timers.push((at_ms, kind, mid, key))
 
     def _fire(self, timer: tuple) -> None:
         at_ms, kind, mid, key = timer
+        if kind == _FORGET:
+            self._forget(int(key))
+            return
         m = self.merchants.get(mid)
         if m is None:
             return
         self._dirty.add(mid)
         if kind == _CLOSE:
             item = m.items.get(key)
-            # Timers are never cancelled; a stale one (the close moved later) is skipped.
+            # A moved close cancels its timer; one already due is skipped here.
             if item is not None and item.state == OPEN and item.close_ms == at_ms:
                 self._close(item, m)
         elif kind == _ORPHAN:
@@ -376,11 +524,224 @@ class Reconciler:
         else:
             self._expire(key, at_ms, m)
 
-    def _merchant(self, mid: str) -> Merchant:
-        m = self.merchants.get(mid)
-        if m is None:
-            m = self.merchants[mid] = Merchant(mid)
-        return m
+    # -- changes for the live worker -------------------------------------------------------------
+
+    def _created(self, key: tuple, obj: Any) -> None:
+        changes = self._changes
+        if changes is not None:
+            if key not in changes:  # new since the last take: a deletion need not be written
+                self._born.add(key)
+            changes[key] = obj
+
+    def _changed(self, key: tuple, obj: Any) -> None:
+        changes = self._changes
+        if changes is not None:
+            changes[key] = obj
+
+    def _item_changed(self, m: Merchant, item: Item) -> None:
+        changes = self._changes
+        if changes is not None:
+            changes[(m.merchant_id, "i", item.key)] = item
+
+    def _credit_changed(self, m: Merchant, rec: CreditRec) -> None:
+        changes = self._changes
+        if changes is not None:
+            changes[(m.merchant_id, "c", rec.credit.credit_id)] = rec
+
+    def _every_key(self) -> dict[tuple, Any]:
+        """Every live state key, as take_changes would mark them (once, when tracking starts)."""
+        out: dict[tuple, Any] = {}
+        for mid, m in self.merchants.items():
+            for item in m.items.values():
+                out[(mid, "i", item.key)] = item
+                if item.is_batch:
+                    for n, sale in enumerate(item.sales):
+                        out[(mid, "s", sale.auth_id)] = (item, n)
+            for rec in m.credits.values():
+                out[(mid, "c", rec.credit.credit_id)] = rec
+            for d in m.deductions.values():
+                out[(mid, "d", d[4])] = d
+            for seq, e in m.buffered.items():
+                out[(mid, "b", seq)] = e
+        for (mid, day), chunks in self._seen_chunks.items():
+            for n, chunk in enumerate(chunks):
+                out[(mid, "r", f"{day}\x1f{n}")] = chunk
+        return out
+
+    def take_changes(self) -> dict[str, object | None]:
+        """Every state key changed since the last call: its value as plain JSON-able data, or
+        None when it was deleted (see "State for the live worker" above).
+
+        On a reconciler built without ``track_changes=True`` (and not restored with
+        :meth:`restore_changes`), the first call starts tracking and returns every live key:
+        that one call costs in proportion to the state."""
+        changes = self._changes
+        if changes is None:
+            changes = self._every_key()
+        self._changes = {}
+        born, self._born = self._born, set()
+        out: dict[str, object | None] = {}
+        for k, obj in changes.items():
+            mid, tag, rest = k
+            if obj is None:
+                if k in born:
+                    continue  # created and deleted between two takes: never written
+                value = None
+            elif tag == "i":
+                value = _item_to_plain(obj, with_sales=not obj.is_batch)
+            elif tag == "s":
+                item, n = obj
+                value = [item.key, n, *_sale_to_plain(item.sales[n])]
+            elif tag == "c":
+                value = _credit_rec_to_plain(obj)
+            elif tag == "d":
+                value = list(obj)
+            elif tag == "b":
+                value = _event_to_plain(obj)
+            else:  # "r"
+                value = list(obj)
+            out[f"{mid}\x1f{tag}\x1f{rest}"] = value
+        return out
+
+    def restore_changes(self, entries: Iterable[tuple[str, object]]) -> None:
+        """Rebuild state from the latest value of every live key of :meth:`take_changes`, in
+        any order, on a fresh reconciler; re-arms timers and the buffer. Then call
+        :meth:`restore_clock` and :meth:`drain`."""
+        tags: dict[str, list[tuple[str, str, Any]]] = {t: [] for t in "iscdbr"}
+        for key, value in entries:
+            if value is None:
+                continue
+            mid, tag, rest = key.split("\x1f", 2)
+            tags[tag].append((mid, rest, value))
+        policy = self.policy
+        merchants = self.merchants
+
+        def merchant(mid: str) -> Merchant:
+            m = merchants.get(mid)
+            if m is None:
+                m = merchants[mid] = Merchant(mid)
+            return m
+
+        for mid, _, v in tags["i"]:
+            item = _item_from_plain(cast(dict, v), mid, policy)
+            merchant(mid).items[item.key] = item
+        for mid, auth_id, v in sorted(tags["s"], key=lambda x: (x[0], x[2][0], x[2][1])):
+            m = merchant(mid)
+            item = m.items[v[0]]
+            assert len(item.sales) == v[1], f"batch {v[0]!r} of {mid!r}: a sale is missing"
+            item.sales.append(_sale_from_plain(v[2:]))
+            m.batch_of[auth_id] = item.key
+        for mid, _, v in sorted(tags["c"], key=lambda x: cast(dict, x[2])["seq"]):
+            rec = _credit_rec_from_plain(cast(dict, v))
+            self._restore_credit(merchant(mid), rec)
+        for mid, _, v in sorted(tags["d"], key=lambda x: x[2][5]):
+            merchant(mid).deductions[v[4]] = tuple(v)
+        for mid, seq, v in sorted(tags["b"], key=lambda x: int(x[1])):
+            self._restore_buffered(merchant(mid), _event_from_plain(v), int(seq))
+        for mid, rest, v in sorted(tags["r"]):
+            day_text, _ = rest.split("\x1f")
+            day = int(day_text)
+            chunks = self._seen_chunks.setdefault((mid, day), [])
+            chunk = list(v)
+            chunks.append(chunk)
+            seen = self._seen.setdefault(mid, {})
+            for tagged in chunk:
+                seen[tagged] = day
+            self._seen_day(mid, day)
+        for m in merchants.values():
+            self._rearm(m)
+        self._changes = {}  # restoring is not a change; what follows is tracked
+        self._born.clear()
+
+    def _restore_credit(self, m: Merchant, rec: CreditRec) -> None:
+        m.credits[rec.credit.credit_id] = rec
+        for ref in rec.waiting:
+            m.waiting_refs.setdefault(ref, []).append(rec.credit.credit_id)
+        if rec.amount_only:
+            m.amount_only.append(rec.credit.credit_id)
+        if rec.seq > self._seq:
+            self._seq = rec.seq
+
+    def _restore_buffered(self, m: Merchant, e: PosEvent | Credit, seq: int) -> None:
+        if seq > self._seq:
+            self._seq = seq
+        if isinstance(e, Credit):
+            heapq.heappush(self._buffer, (e.event_time_ms, _CREDIT_RANK, e.credit_id, seq,
+                                          m.merchant_id))
+        else:
+            heapq.heappush(self._buffer, (e.event_time_ms, _RANK.get(e.type, 0), e.event_id,
+                                          seq, m.merchant_id))
+        m.buffered[seq] = e
+
+    def _rearm(self, m: Merchant) -> None:
+        """The timers of a restored merchant's items, credits and deductions."""
+        mid = m.merchant_id
+        keep = self.policy.keep_settled_ms
+        for item in m.items.values():
+            if item.state == OPEN:
+                self._open += 1
+                self._timer(item.close_ms, _CLOSE, mid, item.key)
+            if item.expire_ms != FOREVER:
+                self._timer(item.expire_ms, _EXPIRE, mid, item.key)
+        for rec in m.credits.values():
+            if not rec.judged and (not rec.matched or rec.waiting):
+                self._timer(rec.orphan_ms, _ORPHAN, mid, rec.credit.credit_id)
+            if rec.expire_ms != FOREVER:
+                self._timer(rec.expire_ms, _EXPIRE, mid, _CREDIT_TIMER + rec.credit.credit_id)
+        for d in m.deductions.values():
+            if d[5] > self._seq:
+                self._seq = d[5]
+            self._timer(d[3] + keep, _EXPIRE, mid, _DEDUCTIONS)
+
+    # -- ids kept for redelivery -----------------------------------------------------------------
+
+    def _remember(self, mid: str, tagged: str, event_ms: int) -> None:
+        """Keep an id that recognises a redelivery, ``redelivery_window`` after its event."""
+        day = event_ms // DAY_MS
+        seen = self._seen.get(mid)
+        if seen is None:
+            seen = self._seen[mid] = {}
+        elif tagged in seen:
+            return
+        seen[tagged] = day
+        chunks = self._seen_chunks.get((mid, day))
+        if chunks is None:
+            chunks = self._seen_chunks[(mid, day)] = [[]]
+            self._seen_day(mid, day)
+        elif len(chunks[-1]) >= _CHUNK:
+            chunks.append([])
+        chunk = chunks[-1]
+        chunk.append(tagged)
+        if self._changes is not None:
+            key = (mid, "r", f"{day}\x1f{len(chunks) - 1}")
+            if len(chunk) == 1:
+                self._created(key, chunk)
+            else:
+                self._changes[key] = chunk
+
+    def _seen_day(self, mid: str, day: int) -> None:
+        mids = self._seen_days.get(day)
+        if mids is None:
+            mids = self._seen_days[day] = set()
+            # +1 day: the window counts from the end of the event's day, so never short
+            self._timer((day + 1) * DAY_MS + self.policy.redelivery_window_ms, _FORGET, "",
+                        str(day))
+        mids.add(mid)
+
+    def _forget(self, day: int) -> None:
+        for mid in self._seen_days.pop(day, ()):
+            seen = self._seen.get(mid)
+            for n, chunk in enumerate(self._seen_chunks.pop((mid, day), ())):
+                self._changed((mid, "r", f"{day}\x1f{n}"), None)
+                if seen is not None:
+                    for tagged in chunk:
+                        seen.pop(tagged, None)
+            if seen is not None and not seen:
+                del self._seen[mid]
+
+    def _was_seen(self, mid: str, tagged: str) -> bool:
+        seen = self._seen.get(mid)
+        return seen is not None and tagged in seen
 
     def _take(self) -> list[Finding]:
         out = self._out
@@ -400,15 +761,20 @@ class Reconciler:
         else:
             self._on_adjustment(event, m)
 
-    def _redelivered(self, source: str) -> None:
+    def _redelivered(self, source: str, m: Merchant) -> None:
         self.stats.redeliveries += 1
         if self.observer is not None:
             self.observer.on_redelivery(source)
+        # a redelivery may be all a merchant has left (its state dropped): keep nothing for it
+        if m.is_empty() and not m.waiting_refs and not m.amount_only:
+            self.merchants.pop(m.merchant_id, None)
 
     def _on_sale(self, e: PosEvent, m: Merchant) -> None:
         auth_id = e.auth_id
-        if auth_id in m.items or auth_id in m.batch_of:
-            self._redelivered(AUTHORISATIONS)
+        mid = m.merchant_id
+        if auth_id in m.items or auth_id in m.batch_of or (
+                self._seen and self._was_seen(mid, "a" + auth_id)):
+            self._redelivered(AUTHORISATIONS, m)
             return
         policy = self.policy
         cycle = policy.cycle_for(e.acquirer, e.merchant_id)
@@ -427,28 +793,37 @@ class Reconciler:
             item = m.items.get(key)
             if item is None:
                 item = m.items[key] = Item(key, subject, e, cycle, True)
+                self._open += 1
+                self._created((mid, "i", key), item)
                 if self.observer is not None:
                     self.observer.on_item_opened(e.acquirer, e.currency, e.channel)
+            else:
+                self._item_changed(m, item)
             m.batch_of[auth_id] = key
+            self._created((mid, "s", auth_id), (item, len(item.sales)))
             item.sales.append(sale)
             item.cached = None
             if e.event_time_ms > item.last_sale_ms:
                 item.last_sale_ms = e.event_time_ms
             if item.state == OPEN and trade_day > item.trade_day:
                 # A batch is due by its latest sale's trade date: the close can only move later.
+                if item.close_ms:
+                    self._timers.cancel((item.close_ms, _CLOSE, mid, key))
                 item.trade_day = trade_day
                 item.deadline_ms = policy.batch_deadline_ms(trade_day, cycle)
                 item.close_ms = item.deadline_ms + cycle.grace_ms
-                self._timer(item.close_ms, _CLOSE, m.merchant_id, key)
+                self._timer(item.close_ms, _CLOSE, mid, key)
         else:
             key = auth_id
             item = m.items[key] = Item(key, auth_id, e, cycle, False)
             item.sales = [sale]  # exactly one: no spare capacity
+            self._open += 1
+            self._created((mid, "i", key), item)
             if self.observer is not None:
                 self.observer.on_item_opened(e.acquirer, e.currency, e.channel)
             item.deadline_ms = policy.deadline_ms(e.event_time_ms, cycle)
             item.close_ms = item.deadline_ms + cycle.grace_ms
-            self._timer(item.close_ms, _CLOSE, m.merchant_id, key)
+            self._timer(item.close_ms, _CLOSE, mid, key)
         if m.waiting_refs:
             for ref in (auth_id, key):
                 waiting = m.waiting_refs.pop(ref, None)
@@ -460,10 +835,13 @@ class Reconciler:
                             self._attach(rec, item, m)
 
     def _on_adjustment(self, e: PosEvent, m: Merchant) -> None:
+        if self._seen and self._was_seen(m.merchant_id, "e" + e.event_id):
+            self._redelivered(AUTHORISATIONS, m)
+            return
         item = self._item_of(e.auth_id, m)
         sale = None
         if item is not None:
-            for s in item.sales:
+            for n, s in enumerate(item.sales):
                 if s.auth_id == e.auth_id:
                     sale = s
                     break
@@ -476,8 +854,12 @@ class Reconciler:
         if adjustments is None:
             adjustments = sale.adjustments = []
         elif any(a[1] == e.event_id for a in adjustments):
-            self._redelivered(AUTHORISATIONS)
+            self._redelivered(AUTHORISATIONS, m)
             return
+        if item.is_batch:
+            self._changed((m.merchant_id, "s", e.auth_id), (item, n))
+        else:
+            self._item_changed(m, item)
         # After a credit has paid the sale, the adjustment cannot be in that credit: the
         # acquirer nets it into a later one.
         post_payment = bool(item.credits) and item.state != VOID
@@ -492,10 +874,13 @@ class Reconciler:
         item.cached = None
 
     def _note_deduction(self, m: Merchant, e: PosEvent) -> None:
-        if any(d[4] == e.event_id for d in m.deductions):
-            self._redelivered(AUTHORISATIONS)
+        if e.event_id in m.deductions:
+            self._redelivered(AUTHORISATIONS, m)
             return
-        m.deductions.append((e.type, e.auth_id, e.amount_minor, e.event_time_ms, e.event_id))
+        self._seq += 1
+        d = (e.type, e.auth_id, e.amount_minor, e.event_time_ms, e.event_id, self._seq)
+        m.deductions[e.event_id] = d
+        self._created((m.merchant_id, "d", e.event_id), d)
         self._timer(e.event_time_ms + self.policy.keep_settled_ms, _EXPIRE, m.merchant_id,
                     _DEDUCTIONS)
 
@@ -508,13 +893,16 @@ class Reconciler:
         return item
 
     def _on_credit(self, c: Credit, m: Merchant) -> None:
-        # Credits are retained as long as the items they pay, so this catches every redelivery
-        # while the item is kept.
-        if c.credit_id in m.credits:
-            self._redelivered(SETTLEMENTS)
+        # Credits are retained as long as the items they pay, then their ids are kept for
+        # redelivery_window: this catches every redelivery in that time.
+        if c.credit_id in m.credits or (
+                self._seen and self._was_seen(m.merchant_id, "c" + c.credit_id)):
+            self._redelivered(SETTLEMENTS, m)
             return
-        rec = CreditRec(c, c.event_time_ms + self.policy.orphan_after_ms)
+        self._seq += 1
+        rec = CreditRec(c, c.event_time_ms + self.policy.orphan_after_ms, self._seq)
         m.credits[c.credit_id] = rec
+        self._created((m.merchant_id, "c", c.credit_id), rec)
         refs: list[str] = []
         if c.auth_ids:
             refs = list(dict.fromkeys(c.auth_ids))
@@ -534,6 +922,7 @@ class Reconciler:
                 self._attach(rec, item, m)
             else:
                 m.amount_only.append(c.credit_id)
+                rec.amount_only = True
         if not rec.matched or rec.waiting:
             self._timer(rec.orphan_ms, _ORPHAN, m.merchant_id, c.credit_id)
         elif not rec.judged:
@@ -549,6 +938,8 @@ class Reconciler:
         if item.credits is _NO_CREDITS:
             item.credits = []
         item.credits.append(rec.credit.credit_id)
+        self._credit_changed(m, rec)
+        self._item_changed(m, item)
         if item.state != OPEN:
             self._judge_after_close(rec, item, m)
 
@@ -570,6 +961,8 @@ class Reconciler:
 
     def _close(self, item: Item, m: Merchant) -> None:
         expected = self._expected(item)
+        self._open -= 1
+        self._item_changed(m, item)
         if not item.credits and m.amount_only and expected:
             for credit_id in list(m.amount_only):
                 rec = m.credits.get(credit_id)
@@ -579,9 +972,11 @@ class Reconciler:
                 if (c.acquirer == item.acquirer and c.currency == item.currency
                         and abs(c.amount_minor - expected) <= self._tolerance(item)):
                     m.amount_only.remove(credit_id)
+                    rec.amount_only = False
                     rec.matched = True
                     rec.items.append(item.key)
                     item.credits = [credit_id]
+                    self._credit_changed(m, rec)
                     break
         if item.credits:
             trigger = CLOSE_PAID
@@ -611,6 +1006,7 @@ class Reconciler:
         for dup in recs[1:]:
             self._duplicate(item, payer, dup, item.close_ms)
             dup.judged = True
+            self._credit_changed(m, dup)
         self._settled(item, payer)
         self._maybe_judge(payer, m)
 
@@ -619,7 +1015,7 @@ class Reconciler:
         when = max(c.event_time_ms, item.close_ms)
         state = item.state
         item.state = TRANSITIONS[(state, CREDIT)]
-        self._retain(item, m, when)
+        self._retain(item, m, when, resolved=state == MISSING)
         if state == VOID:
             expected = 0
             why = ("declined_sale" if all(not s.approved for s in item.sales)
@@ -672,6 +1068,7 @@ class Reconciler:
             if not items or any(i.state == OPEN for i in items):
                 return
         rec.judged = True
+        self._credit_changed(m, rec)
         credit_id = rec.credit.credit_id
         paid = [i for i in items if i.payer == credit_id]
         if paid:
@@ -701,72 +1098,123 @@ class Reconciler:
                    cause="duplicate_credit", credit_id=c.credit_id)
 
     def _orphan_due(self, rec: CreditRec, m: Merchant) -> None:
+        self._credit_changed(m, rec)
         if rec.matched:
             # Some refs never appeared: judge with the items that did.
-            for ref in rec.waiting:
-                waiting = m.waiting_refs.get(ref)
-                if waiting and rec.credit.credit_id in waiting:
-                    waiting.remove(rec.credit.credit_id)
-                    if not waiting:
-                        del m.waiting_refs[ref]
-            rec.waiting = []
+            self._stop_waiting(rec, m)
             self._maybe_judge(rec, m)
             return
         c = rec.credit
-        for ref in rec.waiting:
-            waiting = m.waiting_refs.get(ref)
-            if waiting and c.credit_id in waiting:
-                waiting.remove(c.credit_id)
-                if not waiting:
-                    del m.waiting_refs[ref]
-        rec.waiting = []
-        if c.credit_id in m.amount_only:
+        self._stop_waiting(rec, m)
+        if rec.amount_only:
             m.amount_only.remove(c.credit_id)
+            rec.amount_only = False
         rec.judged = True
         self._retain_credit(rec, m, rec.orphan_ms)
         refs = c.auth_ids or ((c.batch_id,) if c.batch_id is not None else ())
+        # The item it pays was dropped with its missing still open (missing_horizon): say so.
+        keys = c.auth_ids or ((_batch_key(c.batch_id),) if c.batch_id is not None else ())
+        cause = (MISSING_HORIZON_PASSED
+                 if any(self._was_seen(m.merchant_id, "x" + k) for k in keys) else None)
         self._out.append(self._finding(
             FindingKind.ORPHAN, Status.OPEN, m.merchant_id, c.acquirer, c.credit_id, tuple(refs),
             (c.credit_id,), 0, c.amount_minor, c.currency, rec.orphan_ms, rec.orphan_ms,
-            None, c.credit_id, {"credits": [_credit_evidence(c)], "sales": []}))
+            cause, c.credit_id, {"credits": [_credit_evidence(c)], "sales": []}))
+
+    def _stop_waiting(self, rec: CreditRec, m: Merchant) -> None:
+        credit_id = rec.credit.credit_id
+        for ref in rec.waiting:
+            waiting = m.waiting_refs.get(ref)
+            if waiting and credit_id in waiting:
+                waiting.remove(credit_id)
+                if not waiting:
+                    del m.waiting_refs[ref]
+        rec.waiting = []
 
     # -- retention -------------------------------------------------------------------------------
 
-    def _retain(self, item: Item, m: Merchant, last_activity_ms: int) -> None:
-        expire = last_activity_ms + self.policy.keep_settled_ms
-        if item.expire_ms == FOREVER or expire > item.expire_ms:
+    def _retain(self, item: Item, m: Merchant, last_activity_ms: int,
+                resolved: bool = False) -> None:
+        """Keep a closed item ``keep_settled`` after its last activity; one whose missing is
+        open until ``missing_horizon`` after its close (or until a credit resolves it)."""
+        if item.state == MISSING:
+            expire = item.close_ms + self.policy.missing_horizon_ms
+        else:
+            expire = last_activity_ms + self.policy.keep_settled_ms
+        old = item.expire_ms
+        if old == FOREVER or expire > old or (resolved and expire != old):
+            if old != FOREVER:
+                self._timers.cancel((old, _EXPIRE, m.merchant_id, item.key))
             item.expire_ms = expire
             self._timer(expire, _EXPIRE, m.merchant_id, item.key)
+            self._item_changed(m, item)
 
     def _retain_credit(self, rec: CreditRec, m: Merchant, last_activity_ms: int) -> None:
         expire = last_activity_ms + self.policy.keep_settled_ms
-        if rec.expire_ms == FOREVER or expire > rec.expire_ms:
+        old = rec.expire_ms
+        if old == FOREVER or expire > old:
+            key = _CREDIT_TIMER + rec.credit.credit_id
+            if old != FOREVER:
+                self._timers.cancel((old, _EXPIRE, m.merchant_id, key))
             rec.expire_ms = expire
-            self._timer(expire, _EXPIRE, m.merchant_id, _CREDIT_TIMER + rec.credit.credit_id)
+            self._timer(expire, _EXPIRE, m.merchant_id, key)
+            self._credit_changed(m, rec)
+
+    def _drop_credit(self, rec: CreditRec, m: Merchant) -> None:
+        c = rec.credit
+        del m.credits[c.credit_id]
+        self._changed((m.merchant_id, "c", c.credit_id), None)
+        self._remember(m.merchant_id, "c" + c.credit_id, c.event_time_ms)
 
     def _expire(self, key: str, at_ms: int, m: Merchant) -> None:
+        mid = m.merchant_id
         if key == _DEDUCTIONS:
             horizon = at_ms - self.policy.keep_settled_ms
-            m.deductions = [d for d in m.deductions if d[3] > horizon]
+            for d in [d for d in m.deductions.values() if d[3] <= horizon]:
+                del m.deductions[d[4]]
+                self._changed((mid, "d", d[4]), None)
+                self._remember(mid, "e" + d[4], d[3])
         elif key.startswith(_CREDIT_TIMER):
             credit_id = key[len(_CREDIT_TIMER):]
             rec = m.credits.get(credit_id)
             if rec is not None and rec.expire_ms == at_ms:
-                del m.credits[credit_id]
+                self._drop_credit(rec, m)
         else:
             item = m.items.get(key)
             if item is not None and item.expire_ms == at_ms and item.state != OPEN:
-                del m.items[key]
-                if item.is_batch:
-                    for s in item.sales:
-                        m.batch_of.pop(s.auth_id, None)
-                # A credit is retained as long as the items it pays (an orphan has a timer).
-                for credit_id in item.credits:
-                    rec = m.credits.get(credit_id)
-                    if rec is not None and not any(k in m.items for k in rec.items):
-                        del m.credits[credit_id]
+                self._drop_item(item, m, at_ms)
         if m.is_empty() and not m.waiting_refs and not m.amount_only:
-            del self.merchants[m.merchant_id]
+            del self.merchants[mid]
+
+    def _drop_item(self, item: Item, m: Merchant, at_ms: int) -> None:
+        mid = m.merchant_id
+        del m.items[item.key]
+        changed = self._changed
+        changed((mid, "i", item.key), None)
+        remember = self._remember
+        if item.state == MISSING:
+            # Open state no more: counted, and remembered so that a credit for it says why
+            # it is an orphan.
+            self.stats.missing_expired += 1
+            hook = getattr(self.observer, "on_missing_expired", None)
+            if hook is not None:
+                hook(item.acquirer, item.currency, self._expected(item))
+            remember(mid, "x" + item.key, at_ms)
+            if item.is_batch:
+                for s in item.sales:
+                    remember(mid, "x" + s.auth_id, at_ms)
+        for s in item.sales:
+            if item.is_batch:
+                m.batch_of.pop(s.auth_id, None)
+                changed((mid, "s", s.auth_id), None)
+            remember(mid, "a" + s.auth_id, s.event_time_ms)
+            for a in s.adjustments or ():
+                remember(mid, "e" + a[1], a[3])
+        # A credit is retained as long as the items it pays (an orphan has a timer).
+        for credit_id in item.credits:
+            rec = m.credits.get(credit_id)
+            if rec is not None and not any(k in m.items for k in rec.items):
+                self._drop_credit(rec, m)
 
     # -- amounts ---------------------------------------------------------------------------------
 
@@ -791,9 +1239,7 @@ class Reconciler:
         expected = self._expected(item)
         cached = item.cached
         assert cached is not None  # filled by _expected
-        tol = self.policy.tolerance
-        return tol.absolute_minor * max(cached[1], 1) + (
-            abs(expected) * tol.relative_bps // 10_000)
+        return self.policy.tolerance.allowed_minor(expected, max(cached[1], 1))
 
     def _probable_cause(self, c: Credit, items: list[Item], diff: int, tolerance: int,
                         m: Merchant) -> str:
@@ -811,9 +1257,11 @@ class Reconciler:
             if abs(c.fee_minor - agreed_fee) > tolerance:
                 return "fee_rate_mismatch"  # the acquirer says it took another fee
         if diff < 0:
-            for n, d in enumerate(m.deductions):
+            for d in m.deductions.values():
                 if abs(expected - d[2] - received) <= tolerance:
-                    del m.deductions[n]  # one netted refund explains one short credit
+                    del m.deductions[d[4]]  # one netted refund explains one short credit
+                    self._changed((m.merchant_id, "d", d[4]), None)
+                    self._remember(m.merchant_id, "e" + d[4], d[3])
                     return "refund_netted" if d[0] == REFUND else "reversal_netted"
         refunded = sum(s.refunded_minor for s in sales)
         if refunded and abs(expected + refunded - received) <= tolerance:
@@ -888,7 +1336,8 @@ class Reconciler:
                            min(s.event_time_ms for s in item.sales), self._expected(item), True)
 
     def open_item_count(self) -> int:
-        return sum(1 for m in self.merchants.values() for i in m.items.values() if i.state == OPEN)
+        """Items in state open (a counter, not a scan)."""
+        return self._open
 
     # -- snapshots -------------------------------------------------------------------------------
 
@@ -903,15 +1352,19 @@ class Reconciler:
         self.clock_ms = max(self.clock_ms, snap["clock_ms"])
 
     def snapshot_merchant(self, merchant_id: str) -> dict[str, Any] | None:
-        """The merchant's state as plain JSON-able data, or None once it holds nothing."""
+        """The merchant's state as plain JSON-able data, or None once it holds nothing.
+
+        The older whole-merchant form; :meth:`take_changes` writes per change. Ids kept for
+        redelivery after their items are dropped are not in it (they are in take_changes)."""
         m = self.merchants.get(merchant_id)
         if m is None or (m.is_empty() and not m.waiting_refs and not m.amount_only):
             return None
         return {
             "items": [_item_to_plain(i) for i in m.items.values()],
-            "credits": [_credit_rec_to_plain(r) for r in m.credits.values()],
+            "credits": [_credit_rec_to_plain(r)
+                        for r in sorted(m.credits.values(), key=lambda r: r.seq)],
             "amount_only": list(m.amount_only),
-            "deductions": [list(d) for d in m.deductions],
+            "deductions": [list(d) for d in m.deductions.values()],
             "buffered": [_event_to_plain(e) for _, e in sorted(m.buffered.items())],
         }
 
@@ -925,34 +1378,23 @@ class Reconciler:
             if item.is_batch:
                 for s in item.sales:
                     m.batch_of[s.auth_id] = item.key
-            if item.state == OPEN:
-                self._timer(item.close_ms, _CLOSE, merchant_id, item.key)
-            if item.expire_ms != FOREVER:
-                self._timer(item.expire_ms, _EXPIRE, merchant_id, item.key)
         for plain in snap["credits"]:
             rec = _credit_rec_from_plain(plain)
-            m.credits[rec.credit.credit_id] = rec
-            for ref in rec.waiting:
-                m.waiting_refs.setdefault(ref, []).append(rec.credit.credit_id)
-            if not rec.judged and (not rec.matched or rec.waiting):
-                self._timer(rec.orphan_ms, _ORPHAN, merchant_id, rec.credit.credit_id)
-            if rec.expire_ms != FOREVER:
-                self._timer(rec.expire_ms, _EXPIRE, merchant_id,
-                            _CREDIT_TIMER + rec.credit.credit_id)
+            rec.amount_only = False  # the list below says which
+            self._restore_credit(m, rec)
         m.amount_only = list(snap["amount_only"])
-        m.deductions = [tuple(d) for d in snap["deductions"]]
-        for d in m.deductions:
-            self._timer(d[3] + policy.keep_settled_ms, _EXPIRE, merchant_id, _DEDUCTIONS)
+        for credit_id in m.amount_only:
+            if credit_id in m.credits:
+                m.credits[credit_id].amount_only = True
+        for d in snap["deductions"]:
+            if len(d) < 6:  # written before deductions carried their arrival order
+                self._seq += 1
+                d = [*d[:5], self._seq]
+            m.deductions[d[4]] = tuple(d)
         for plain in snap["buffered"]:
-            e = _event_from_plain(plain)
             self._seq += 1
-            if isinstance(e, Credit):
-                heapq.heappush(self._buffer, (e.event_time_ms, _CREDIT_RANK, e.credit_id,
-                                              self._seq, merchant_id))
-            else:
-                heapq.heappush(self._buffer, (e.event_time_ms, _RANK.get(e.type, 0), e.event_id,
-                                              self._seq, merchant_id))
-            m.buffered[self._seq] = e
+            self._restore_buffered(m, _event_from_plain(plain), self._seq)
+        self._rearm(m)
 
     def drain(self) -> list[Finding]:
         """Run everything the current clock allows (after restores)."""
@@ -1005,15 +1447,37 @@ _SALE_FIELDS = ("auth_id", "terminal_id", "channel", "amount_minor", "approved",
 
 
 
-def _item_to_plain(i: Item) -> dict[str, Any]:
+def _item_to_plain(i: Item, with_sales: bool = True) -> dict[str, Any]:
+    """An item as plain data; a batch's sales are their own keys in take_changes."""
     return {
         "key": i.key, "subject": i.subject, "acquirer": i.acquirer, "currency": i.currency,
         "cycle": i.cycle.index, "is_batch": i.is_batch, "trade_day": i.trade_day,
         "deadline_ms": i.deadline_ms, "close_ms": i.close_ms, "credits": list(i.credits),
         "state": i.state, "payer": i.payer, "expire_ms": i.expire_ms,
         "last_sale_ms": i.last_sale_ms,
-        "sales": [[getattr(s, f) for f in _SALE_FIELDS] for s in i.sales],
+        "sales": [_sale_to_plain(s) for s in i.sales] if with_sales else [],
     }
+
+
+def _sale_to_plain(s: Sale) -> list[Any]:
+    values = [getattr(s, f) for f in _SALE_FIELDS]
+    if s.adjustments is not None:
+        values[9] = [list(a) for a in s.adjustments]
+    if s.refs is not None:
+        values[10] = list(s.refs)
+    return values
+
+
+def _sale_from_plain(values: list[Any]) -> Sale:
+    s = Sale.__new__(Sale)
+    s.refs = None  # snapshots written before refs were kept have no such value
+    for f, v in zip(_SALE_FIELDS, values):
+        setattr(s, f, v)
+    if s.refs is not None:
+        s.refs = (s.refs[0], s.refs[1], s.refs[2])
+    if s.adjustments is not None:
+        s.adjustments = [tuple(a) for a in s.adjustments]
+    return s
 
 
 def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy) -> Item:
@@ -1027,32 +1491,24 @@ def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy) -> Ite
     item.state, item.payer = p["state"], p["payer"]
     item.expire_ms, item.last_sale_ms = p["expire_ms"], p["last_sale_ms"]
     item.cached = None
-    item.sales = []
-    for values in p["sales"]:
-        s = Sale.__new__(Sale)
-        s.refs = None  # snapshots written before refs were kept have no such value
-        for f, v in zip(_SALE_FIELDS, values):
-            setattr(s, f, v)
-        if s.refs is not None:
-            s.refs = (s.refs[0], s.refs[1], s.refs[2])
-        if s.adjustments is not None:
-            s.adjustments = [tuple(a) for a in s.adjustments]
-        item.sales.append(s)
+    item.sales = [_sale_from_plain(values) for values in p["sales"]]
     return item
 
 
 def _credit_rec_to_plain(r: CreditRec) -> dict[str, Any]:
     return {"credit": _event_to_plain(r.credit), "items": list(r.items),
             "waiting": list(r.waiting), "judged": r.judged, "orphan_ms": r.orphan_ms,
-            "expire_ms": r.expire_ms, "matched": r.matched}
+            "expire_ms": r.expire_ms, "matched": r.matched, "seq": r.seq,
+            "amount_only": r.amount_only}
 
 
 def _credit_rec_from_plain(p: dict[str, Any]) -> CreditRec:
     credit = _event_from_plain(p["credit"])
     assert type(credit) is Credit
-    rec = CreditRec(credit, p["orphan_ms"])
+    rec = CreditRec(credit, p["orphan_ms"], p.get("seq", 0))
     rec.items, rec.waiting = list(p["items"]), list(p["waiting"])
     rec.judged, rec.expire_ms, rec.matched = p["judged"], p["expire_ms"], p["matched"]
+    rec.amount_only = p.get("amount_only", False)
     return rec
 
 

@@ -62,6 +62,80 @@ def make_producer(bootstrap: str, **overrides):
     return KafkaProducer(**opts)
 
 
+class _Pacer:
+    """When may the next event go out? Not before its event time (`hold_future`), not before
+    its place on the accelerated timeline (`speed`), not faster than `rate` per second."""
+
+    def __init__(self, speed: float | None, rate: float | None, hold_future: bool,
+                 now: Callable[[], float]) -> None:
+        self.speed, self.rate, self.hold_future, self.now = speed, rate, hold_future, now
+        self.anchor_wall: float | None = None
+        self.anchor_event = 0
+
+    def wait_ms(self, event_ms: int, sent: int) -> tuple[float, float]:
+        """(wall clock now, ms to wait before sending the `sent`-th event stamped `event_ms`)."""
+        wall_ms = self.now() * 1000
+        wait = 0.0
+        if self.hold_future and event_ms > wall_ms:
+            wait = event_ms - wall_ms
+        if (self.speed or self.rate) and self.anchor_wall is None:
+            self.anchor_wall, self.anchor_event = wall_ms, event_ms
+        if self.speed:
+            assert self.anchor_wall is not None
+            wait = max(wait, self.anchor_wall + (event_ms - self.anchor_event) / self.speed
+                       - wall_ms)
+        if self.rate:
+            assert self.anchor_wall is not None
+            wait = max(wait, self.anchor_wall + sent * 1000.0 / self.rate - wall_ms)
+        return wall_ms, wait
+
+
+class _Sender:
+    """Sends events and bad records, counting them and the broker's refusals in `stats`."""
+
+    def __init__(self, producer, stats: ProduceStats, auth_topic: str, settlement_topic: str,
+                 bad: Iterable[tuple[str, bytes, str]], use_event_time: bool,
+                 now: Callable[[], float]) -> None:
+        self.producer, self.stats, self.now = producer, stats, now
+        self.auth_topic, self.settlement_topic = auth_topic, settlement_topic
+        self.topic_of = {wire.AUTH_TOPIC: auth_topic, wire.SETTLEMENT_TOPIC: settlement_topic}
+        self.bad_iter = iter(bad)
+        self.use_event_time = use_event_time
+        self.lock = threading.Lock()
+
+    def on_error(self, exc: BaseException) -> None:
+        with self.lock:
+            self.stats.failed += 1
+            if len(self.stats.errors) < 5:
+                self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def send_event(self, e: PosEvent | Credit) -> None:
+        stats = self.stats
+        if type(e) is Credit:
+            topic = self.settlement_topic
+            stats.settlements += 1
+        else:
+            topic = self.auth_topic
+            stats.authorisations += 1
+        t = e.event_time_ms
+        ts = t if self.use_event_time else int(self.now() * 1000)
+        self.producer.send(topic, value=wire.event_to_json(e), key=e.merchant_id.encode(),
+                           timestamp_ms=ts).add_errback(self.on_error)
+        if stats.first_event_ms is None:
+            stats.first_event_ms = t
+        stats.last_event_ms = t
+
+    def send_bad(self) -> bool:
+        item = next(self.bad_iter, None)
+        if item is None:
+            return False
+        topic, raw, _reason = item
+        self.producer.send(self.topic_of.get(topic, topic), value=raw, key=b"MBAD",
+                           timestamp_ms=int(self.now() * 1000)).add_errback(self.on_error)
+        self.stats.bad += 1
+        return True
+
+
 def simulate_to_kafka(
     events: Iterable[PosEvent | Credit],
     bootstrap: str,
@@ -95,81 +169,38 @@ def simulate_to_kafka(
     if own:
         producer = make_producer(bootstrap)
     stats = ProduceStats()
-    topic_of = {wire.AUTH_TOPIC: auth_topic, wire.SETTLEMENT_TOPIC: settlement_topic}
-    bad_iter = iter(bad)
-    use_event_time = record_time == "event"
+    sender = _Sender(producer, stats, auth_topic, settlement_topic, bad,
+                     record_time == "event", now)
+    pacer = _Pacer(speed, rate, hold_future, now)
     deadline = None if duration_s is None else time.monotonic() + duration_s
-    lock = threading.Lock()
 
-    def on_error(exc: BaseException) -> None:
-        with lock:
-            stats.failed += 1
-            if len(stats.errors) < 5:
-                stats.errors.append(f"{type(exc).__name__}: {exc}")
+    def stopping() -> bool:
+        return (stop is not None and stop.is_set()) or (
+            deadline is not None and time.monotonic() >= deadline)
 
-    def send_bad() -> bool:
-        item = next(bad_iter, None)
-        if item is None:
-            return False
-        topic, raw, _reason = item
-        producer.send(topic_of.get(topic, topic), value=raw, key=b"MBAD",
-                      timestamp_ms=int(now() * 1000)).add_errback(on_error)
-        stats.bad += 1
-        return True
-
-    anchor_wall = anchor_event = None
     next_progress = time.monotonic() + progress_every_s
     n = 0
     try:
         for e in events:
-            if stop is not None and stop.is_set():
+            if stopping():
                 stats.stopped = True
                 break
-            if deadline is not None and time.monotonic() >= deadline:
-                stats.stopped = True
-                break
-            t = e.event_time_ms
-            # When may this event go out? Not before its event time (hold_future), not before
-            # its place on the accelerated timeline (speed), not faster than `rate`.
-            wall_ms = now() * 1000
-            wait_ms = 0.0
-            if hold_future and t > wall_ms:
-                wait_ms = t - wall_ms
-            if speed:
-                if anchor_wall is None:
-                    anchor_wall, anchor_event = wall_ms, t
-                wait_ms = max(wait_ms, anchor_wall + (t - anchor_event) / speed - wall_ms)
-            if rate:
-                if anchor_wall is None:
-                    anchor_wall, anchor_event = wall_ms, t
-                wait_ms = max(wait_ms, anchor_wall + n * 1000.0 / rate - wall_ms)
+            wall_ms, wait_ms = pacer.wait_ms(e.event_time_ms, n)
             if wait_ms > 1:
                 _sleep_until(wall_ms + wait_ms, now, sleep, stop, deadline)
-                if (stop is not None and stop.is_set()) or (
-                        deadline is not None and time.monotonic() >= deadline):
+                if stopping():
                     stats.stopped = True
                     break
-            if type(e) is Credit:
-                topic = settlement_topic
-                stats.settlements += 1
-            else:
-                topic = auth_topic
-                stats.authorisations += 1
-            ts = t if use_event_time else int(now() * 1000)
-            producer.send(topic, value=wire.event_to_json(e), key=e.merchant_id.encode(),
-                          timestamp_ms=ts).add_errback(on_error)
-            if stats.first_event_ms is None:
-                stats.first_event_ms = t
-            stats.last_event_ms = t
+            sender.send_event(e)
             n += 1
             if bad_every and n % bad_every == 0:
-                send_bad()
+                sender.send_bad()
             if progress is not None and time.monotonic() >= next_progress:
                 stats.wall_s = time.monotonic() - stats.started
                 progress(stats)
                 next_progress = time.monotonic() + progress_every_s
         if not stats.stopped:
-            while send_bad():
+            while sender.send_bad():
                 pass
     except KeyboardInterrupt:
         stats.stopped = True

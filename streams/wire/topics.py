@@ -11,7 +11,7 @@ INPUT_TOPICS = (AUTH_TOPIC, SETTLEMENT_TOPIC)
 TICK_TOPIC = "settlewatch.ticks"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Topics:
     """Topic names. `with_prefix("t1.")` gives a private set (tests, a second deployment)."""
 
@@ -24,8 +24,8 @@ class Topics:
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:
         d = cls()
-        return cls(*(prefix + getattr(d, f) for f in ("authorisations", "settlements", "ticks",
-                                                      "anomalies", "deadletter")))
+        return cls(**{f: prefix + getattr(d, f) for f in ("authorisations", "settlements",
+                                                          "ticks", "anomalies", "deadletter")})
 
     def all(self) -> tuple[str, ...]:
         return (self.authorisations, self.settlements, self.ticks, self.anomalies,

@@ -93,8 +93,9 @@ def events() -> list:
 
 
 def _create_topics(admin, prefix: str) -> Topics:
-    topics = Topics(prefix + "pos.authorisations", prefix + "pos.settlements",
-                    prefix + "settlewatch.anomalies")
+    topics = Topics(authorisations=prefix + "pos.authorisations",
+                    settlements=prefix + "pos.settlements",
+                    anomalies=prefix + "settlewatch.anomalies")
     # Records are stamped in October 2026: keep them whatever the broker's default retention.
     admin.create_topics([NewTopic(name, 6, 1, topic_configs={"retention.ms": "-1"})
                          for name in (topics.authorisations, topics.settlements, topics.anomalies)])
@@ -388,7 +389,8 @@ def test_the_cli_options_reach_the_kafka_replay(scenario, kafka_bootstrap, tmp_p
 
 
 def test_a_topic_that_does_not_exist_is_named_in_the_error(kafka_bootstrap, tmp_path):
-    topics = Topics("no-such.pos.authorisations", "no-such.pos.settlements")
+    topics = Topics(authorisations="no-such.pos.authorisations",
+                    settlements="no-such.pos.settlements")
     with pytest.raises(ReplayError, match="no-such.pos.authorisations does not exist"):
         replay_kafka(POLICY, kafka_bootstrap, FROM, TO, tmp_path, topics=topics, progress=False)
 

@@ -78,10 +78,13 @@ def test_a_worker_killed_mid_stream_loses_no_finding_and_repeats_none(
     end = max(e.event_time_ms for e in events) + 3 * 24 * HOUR
     send_ticks(kafka_bootstrap, topics, end)
     want = expected_findings(kafka_bootstrap, topics, end)
-    wait_for(f"{len(want)} findings",
-             lambda: len(published(kafka_bootstrap, topics)) >= len(want), timeout=30)
-    time.sleep(1)
-    assert_same_findings(published(kafka_bootstrap, topics), want)
+    try:
+        wait_for(f"{len(want)} findings",
+                 lambda: len(published(kafka_bootstrap, topics)) >= len(want), timeout=120,
+                 every=2)
+    finally:
+        time.sleep(1)
+        assert_same_findings(published(kafka_bootstrap, topics), want)
 
     # The restarted worker did not re-read the stream from the start (it read what the first
     # one had not committed, and the rest): the state of the first part came from the changelog.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -20,18 +21,51 @@ def bench_command() -> None:
 @bench_command.command("core")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--events", default=5_000_000, show_default=True, type=int)
+@click.option("--small", default=500_000, show_default=True, type=int,
+              help="The smaller stream of the same generator, for the ratio.")
 @click.option("--open-sales", default=1_000_000, show_default=True, type=int)
-def bench_core_command(config: str | None, events: int, open_sales: int) -> None:
-    """The reconciler alone: events/s over a multi-day stream, and bytes per open sale."""
-    policy = load_policy(config) if config else default_policy()
-    result = {"bench": "core", **bench_core_throughput(policy, events)}
-    # a fresh process, so that the stream above does not weigh on the memory figure
-    cmd = [sys.executable, "-m", "streams.bench.command", "_open-sales", str(open_sales)]
-    if config:
-        cmd += ["--config", config]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    result.update(json.loads(out.strip().splitlines()[-1]))
+@click.option("--batch", default=1_000, show_default=True, type=int,
+              help="Events per on_events call (1: on_event per event).")
+def bench_core_command(config: str | None, events: int, small: int, open_sales: int,
+                       batch: int) -> None:
+    """The reconciler alone: events/s at two stream sizes, bytes per open sale (one line)."""
+    def fresh(*args: str) -> dict:
+        # a fresh process per phase, so that one's memory does not weigh on the next
+        cmd = [sys.executable, "-m", "streams.bench.command", *args]
+        if config:
+            cmd += ["--config", config]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    load_before = os.getloadavg()
+    at_small = fresh("_throughput", str(small), "--batch", str(batch))
+    at_large = fresh("_throughput", str(events), "--batch", str(batch))
+    memory = fresh("_open-sales", str(open_sales))
+    result = {
+        "bench": "core", "batch": batch,
+        "small": at_small["events"], "large": at_large["events"],
+        "events_per_s_small": at_small["events_per_s"],
+        "events_per_s_large": at_large["events_per_s"],
+        "ratio_large_to_small": round(at_large["events_per_s"] / at_small["events_per_s"], 3),
+        "events_per_cpu_s_small": at_small["events_per_cpu_s"],
+        "events_per_cpu_s_large": at_large["events_per_cpu_s"],
+        "gc_share_small": at_small["gc_share"], "gc_share_large": at_large["gc_share"],
+        "peak_rss_mb_small": at_small["peak_rss_mb"],
+        "peak_rss_mb_large": at_large["peak_rss_mb"],
+        "findings_large": at_large["findings"],
+        "open_sales": memory["open_sales"], "bytes_per_open_sale": memory["bytes_per_open_sale"],
+        "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+    }
     click.echo(json.dumps(result))
+
+
+@bench_command.command("_throughput", hidden=True)
+@click.argument("events", type=int)
+@click.option("--batch", default=1_000, type=int)
+@click.option("--config", type=click.Path(exists=True, dir_okay=False))
+def _throughput_command(events: int, batch: int, config: str | None) -> None:
+    policy = load_policy(config) if config else default_policy()
+    click.echo(json.dumps(bench_core_throughput(policy, events, batch)))
 
 
 @bench_command.command("_open-sales", hidden=True)

@@ -379,6 +379,12 @@ class Reconciler:
         self._fee_bps = tuple(sorted(set(policy.all_fee_bps()) | set(COMMON_FEE_BPS)))
         # One string per terminal, shared by its sales (a terminal makes thousands a day).
         self._terminals: dict[str, str] = {}
+        # Open-item counters for metrics (open_summary), kept from the items touched since the
+        # last call; None until the first call, so that replay pays nothing for them.
+        self._touched: set[Item] | None = None
+        self._late_touched: set[Item] = set()
+        self._contrib: dict[Item, tuple[tuple[str, str, int], int, bool]] = {}
+        self._summary: dict[tuple[str, str, int], list[int]] = {}
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -421,7 +427,7 @@ class Reconciler:
             key = (mid, "b", seq)
             self._born.add(key)
             changes[key] = event
-        if isinstance(event, Credit):
+        if type(event) is Credit:
             heapq.heappush(self._buffer, (t, _CREDIT_RANK, event.credit_id, seq, mid))
             if t > self.max_credit_ms:
                 self.max_credit_ms = t
@@ -677,6 +683,8 @@ class Reconciler:
         """The timers of a restored merchant's items, credits and deductions."""
         mid = m.merchant_id
         keep = self.policy.keep_settled_ms
+        if self._touched is not None:
+            self._touched.update(m.items.values())
         for item in m.items.values():
             if item.state == OPEN:
                 self._open += 1
@@ -818,12 +826,16 @@ class Reconciler:
             item = m.items[key] = Item(key, auth_id, e, cycle, False)
             item.sales = [sale]  # exactly one: no spare capacity
             self._open += 1
-            self._created((mid, "i", key), item)
+            if self._changes is not None:
+                self._created((mid, "i", key), item)
             if self.observer is not None:
                 self.observer.on_item_opened(e.acquirer, e.currency, e.channel)
             item.deadline_ms = policy.deadline_ms(e.event_time_ms, cycle)
             item.close_ms = item.deadline_ms + cycle.grace_ms
             self._timer(item.close_ms, _CLOSE, mid, key)
+        touched = self._touched
+        if touched is not None:
+            touched.add(item)
         if m.waiting_refs:
             for ref in (auth_id, key):
                 waiting = m.waiting_refs.pop(ref, None)
@@ -872,6 +884,8 @@ class Reconciler:
         else:
             sale.refunded_minor += e.amount_minor
         item.cached = None
+        if self._touched is not None:
+            self._touched.add(item)
 
     def _note_deduction(self, m: Merchant, e: PosEvent) -> None:
         if e.event_id in m.deductions:
@@ -903,9 +917,10 @@ class Reconciler:
         rec = CreditRec(c, c.event_time_ms + self.policy.orphan_after_ms, self._seq)
         m.credits[c.credit_id] = rec
         self._created((m.merchant_id, "c", c.credit_id), rec)
-        refs: list[str] = []
-        if c.auth_ids:
-            refs = list(dict.fromkeys(c.auth_ids))
+        refs: list[str] | tuple[str, ...] = ()
+        auth_ids = c.auth_ids
+        if auth_ids:
+            refs = auth_ids if len(auth_ids) == 1 else list(dict.fromkeys(auth_ids))
         elif c.batch_id is not None:
             refs = [_batch_key(c.batch_id)]
         if refs:
@@ -929,7 +944,12 @@ class Reconciler:
             # The usual credit pays an open item and is judged when it closes; one for items
             # that have all closed already is judged now.
             items = m.items
-            if all(items[k].state != OPEN for k in rec.items if k in items):
+            keys = rec.items
+            if len(keys) == 1:
+                item = items.get(keys[0])
+                if item is None or item.state != OPEN:
+                    self._maybe_judge(rec, m)
+            elif all(items[k].state != OPEN for k in keys if k in items):
                 self._maybe_judge(rec, m)
 
     def _attach(self, rec: CreditRec, item: Item, m: Merchant) -> None:
@@ -940,6 +960,8 @@ class Reconciler:
         item.credits.append(rec.credit.credit_id)
         self._credit_changed(m, rec)
         self._item_changed(m, item)
+        if self._touched is not None:
+            self._touched.add(item)  # paid now (or judged below): no longer unsettled
         if item.state != OPEN:
             self._judge_after_close(rec, item, m)
 
@@ -963,6 +985,8 @@ class Reconciler:
         expected = self._expected(item)
         self._open -= 1
         self._item_changed(m, item)
+        if self._touched is not None:
+            self._touched.add(item)
         if not item.credits and m.amount_only and expected:
             for credit_id in list(m.amount_only):
                 rec = m.credits.get(credit_id)
@@ -1076,8 +1100,12 @@ class Reconciler:
 
     def _judge_amount(self, rec: CreditRec, items: list[Item], m: Merchant) -> None:
         c = rec.credit
-        expected = sum(self._expected(i) for i in items)
-        tolerance = sum(self._tolerance(i) for i in items)
+        if len(items) == 1:  # the common case
+            expected = self._expected(items[0])
+            tolerance = self._tolerance(items[0])
+        else:
+            expected = sum(self._expected(i) for i in items)
+            tolerance = sum(self._tolerance(i) for i in items)
         diff = c.amount_minor - expected
         if abs(diff) <= tolerance:
             return
@@ -1189,6 +1217,8 @@ class Reconciler:
     def _drop_item(self, item: Item, m: Merchant, at_ms: int) -> None:
         mid = m.merchant_id
         del m.items[item.key]
+        if self._touched is not None:
+            self._touched.add(item)
         changed = self._changed
         changed((mid, "i", item.key), None)
         remember = self._remember
@@ -1334,6 +1364,58 @@ class Reconciler:
                 elif item.state == MISSING:
                     yield (item.acquirer, item.currency,
                            min(s.event_time_ms for s in item.sales), self._expected(item), True)
+
+    def open_summary(self) -> dict[tuple[str, str, int], tuple[int, int, int, int]]:
+        """The figures of :meth:`open_items`, summed: ``(acquirer, currency, minute of the
+        first sale) -> (unsettled items, their expected net, missing items, their expected
+        net)``, where unsettled includes missing, as in open_items.
+
+        Kept as counters: each call updates them from the items touched since the last one,
+        so its cost follows the changes, not the state (the first call reads every item once).
+        It may run on another thread than the one feeding the reconciler: a touch that races
+        a call is counted at the next call."""
+        touched = self._touched
+        if touched is None:
+            touched = {i for m in self.merchants.values() for i in m.items.values()}
+        self._touched = set()
+        late, self._late_touched = self._late_touched, touched
+        contrib, summary = self._contrib, self._summary
+        for item in list(touched) + list(late):
+            old = contrib.pop(item, None)
+            if old is not None:
+                self._add_summary(summary, old, -1)
+            new = self._contribution(item)
+            if new is not None:
+                contrib[item] = new
+                self._add_summary(summary, new, 1)
+        return {k: (v[0], v[1], v[2], v[3]) for k, v in summary.items() if v[0]}
+
+    @staticmethod
+    def _add_summary(summary: dict, c: tuple, sign: int) -> None:
+        key, expected, missing = c
+        row = summary.get(key)
+        if row is None:
+            row = summary[key] = [0, 0, 0, 0]
+        row[0] += sign
+        row[1] += sign * expected
+        if missing:
+            row[2] += sign
+            row[3] += sign * expected
+        if not row[0]:
+            del summary[key]
+
+    def _contribution(self, item: Item) -> tuple[tuple[str, str, int], int, bool] | None:
+        m = self.merchants.get(item.merchant_id)
+        if m is None or m.items.get(item.key) is not item:
+            return None  # dropped
+        if item.state == OPEN and item.payer is None and not item.credits:
+            missing = False
+        elif item.state == MISSING:
+            missing = True
+        else:
+            return None
+        first = min(s.event_time_ms for s in item.sales)
+        return ((item.acquirer, item.currency, first // 60_000), self._expected(item), missing)
 
     def open_item_count(self) -> int:
         """Items in state open (a counter, not a scan)."""

@@ -489,14 +489,15 @@ class OpenItemsCollector:
         count = 0
         for rec in list(self.source()):
             count += 1
-            for acquirer, currency, first_sale_ms, expected_minor, is_missing in rec.open_items():
+            for acquirer, currency, first_sale_ms, n_open, open_minor, n_missing, missing_minor \
+                    in _open_counts(rec):
                 age = _age_label((now_ms - first_sale_ms) / 1000)
                 by_age = unsettled.setdefault((acquirer, currency), {})
                 amount, n = by_age.get(age, (0, 0))
-                by_age[age] = (amount + expected_minor, n + 1)
-                if is_missing:
+                by_age[age] = (amount + open_minor, n + n_open)
+                if n_missing:
                     amount, n = missing.get((acquirer, currency), (0, 0))
-                    missing[(acquirer, currency)] = (amount + expected_minor, n + 1)
+                    missing[(acquirer, currency)] = (amount + missing_minor, n + n_missing)
             for source, wm in rec.watermarks().items():
                 if wm is None or wm <= 0:
                     continue
@@ -511,6 +512,21 @@ class OpenItemsCollector:
         wm_lag = {topic: now_s - wm / 1000 for topic, wm in oldest_wm.items()}
         clock_lag = None if oldest_clock is None else now_s - oldest_clock / 1000
         return unsettled, missing, wm_lag, clock_lag, count
+
+
+def _open_counts(rec) -> Iterable[tuple[str, str, int, int, int, int, int]]:
+    """(acquirer, currency, first sale ms, open n, open amount, missing n, missing amount):
+    from the core's counters (`open_summary`, by minute of the first sale) when the reconciler
+    keeps them, else one row per item of `open_items()`."""
+    summary = getattr(rec, "open_summary", None)
+    if summary is not None:
+        for (acquirer, currency, minute), (n, amount, n_missing, missing_minor) in \
+                summary().items():
+            yield acquirer, currency, minute * 60_000, n, amount, n_missing, missing_minor
+        return
+    for acquirer, currency, first_sale_ms, expected_minor, is_missing in rec.open_items():
+        yield (acquirer, currency, first_sale_ms, 1, expected_minor, int(is_missing),
+               expected_minor if is_missing else 0)
 
 
 def _age_label(age_s: float) -> str:

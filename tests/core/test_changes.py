@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from streams.core.events import AUTHORISATION, REFUND, PosEvent
 from streams.core.policy import default_policy
 from streams.core.reconcile import Reconciler
-from streams.simulator import SimConfig, Simulation, parse_faults
+from streams.sim.simulator import SimConfig, Simulation, parse_faults
 
 from .builders import DAY, HOUR, ms
 

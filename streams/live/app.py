@@ -110,6 +110,7 @@ class Runtime:
         self._metrics_server: Any = None
         self._create_metrics()
         self.state: Any = None  # faust table `state` and the output topics, set by create_app
+        self.changelog_topic = ""
         self.out: dict[str, Any] = {}
         self.batches = 0
         self.stage = "idle"
@@ -328,7 +329,7 @@ class Runtime:
             self.stage = "sending dead letters"
             for d in dead:
                 durable.append(await deadletter.send(key=d.key, value=d.value, force=True))
-            flushed.append((lp, self._write_state(lp, p, evs[-1], now, durable)))
+            flushed.append((lp, await self._write_state(lp, p, evs[-1], now, durable)))
         self.stage = f"waiting for {len(durable)} changelog/dead-letter acks"
         if durable:
             await asyncio.gather(*durable)
@@ -376,19 +377,26 @@ class Runtime:
                 dead_letters.append(dead)
         return n, dead_letters
 
-    def _write_state(self, lp: LivePartition, p: int, last_event: Any, now: int,
-                     durable: list) -> Any:
+    async def _write_state(self, lp: LivePartition, p: int, last_event: Any, now: int,
+                           durable: list) -> Any:
         """Flush the partition's reconciler into table `state`: each write goes to the local
-        store and to changelog partition p, whose send futures go into `durable`."""
+        store and to changelog partition p, whose send futures go into `durable`.
+
+        The changelog records go straight to the producer (`app.producer.send`, faust's
+        ProducerT interface) rather than through `Table.send_changelog`: that path queues each
+        record in faust's producer buffer and runs the sensors on it, which cost more than the
+        reconciliation itself at one or two records per event. What it adds is the RocksDB
+        store's note of the last changelog offset it holds, a shortcut for recovery: without
+        it a restart reads the partition's changelog from the start, which gives the same state."""
         suppressed = lp.suppressed
         fl = lp.flush(now)
         if lp.suppressed > suppressed:
             log.info("partition %d: %d findings raised again were already on %s (not sent)",
                      p, lp.suppressed - suppressed, self.topics.anomalies)
         if fl.writes:
-            table = self.state
-            store = table.data
-            send = table.send_changelog
+            store = self.state.data
+            send = self.app.producer.send
+            topic = self.changelog_topic
             size = 0
             with in_partition(last_event):  # the rocksdb store files a write by its partition
                 for key, value in fl.writes:
@@ -397,12 +405,13 @@ class Runtime:
                             del store[key]
                         except KeyError:
                             pass
-                        durable.append(send(p, key, None, value_serializer="raw"))
                     else:
                         store[key] = value
-                        durable.append(send(p, key, value))
                         size += len(value)
                     size += len(key)
+            for key, value in fl.writes:
+                durable.append(await send(topic=topic, key=key, value=value, partition=p,
+                                          timestamp=None, headers=None))
             self.changelog_records += len(fl.writes)
             self.changelog_bytes += size
             self.metrics.changelog_written(len(fl.writes), size)
@@ -590,6 +599,7 @@ def _add_state(app: faust.App, rt: Runtime) -> None:
         "state", partitions=cfg.partitions, key_type=bytes, value_type=bytes,
         help="<partition>\\x1e<tag>\\x1e<key> -> reconciler state, outbox finding or clock",
         extra_topic_configs={"max.message.bytes": str(MAX_VALUE_BYTES)})
+    rt.changelog_topic = rt.state.changelog_topic.get_topic_name()
     for name, topic in (("anomalies", t.anomalies), ("deadletter", t.deadletter),
                         ("ticks", t.ticks)):
         rt.out[name] = app.topic(topic, key_type=bytes, value_type=bytes,

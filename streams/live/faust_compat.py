@@ -3,8 +3,9 @@ it works around and a test (tests/live/test_faust_compat.py) that fails when fau
 changes, so that a faust upgrade shows which of these can go.
 
 Everything else the worker does with faust is public API: `Stream.take_events`, `app.Table`
-with `Table.data` and `Table.send_changelog`, `Topic.send(..., force=True)`, `app.timer`,
-the rebalance signals, `faust.Worker.stop`.
+with `Table.data` and its `changelog_topic`, `app.producer.send` (the ProducerT interface, by
+keyword), `Topic.send(..., force=True)`, `app.timer`, the rebalance signals, `app.sensors`,
+`faust.Worker.stop`.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ def in_partition(event: Any):
 
     faust-streaming/faust#497 (open): a table cannot be written from the body of
     `stream.take()`/`take_events()`, which runs outside faust's per-event context. The worker
-    picks the changelog partition itself (`Table.send_changelog(partition, ...)`, public), but
-    faust's RocksDB store still files each local write under the current event's partition
+    writes the store (`Table.data`) and sends the changelog records to the partition itself
+    (streams.live.app.Runtime._write_state), but faust's RocksDB store still files each local
+    write under the current event's partition
     (`faust.stores.rocksdb.Store._set` reads `current_event()`), so set it to an event of the
     partition being written (faust keeps it in the context variable `faust.streams._current_event`).
     """

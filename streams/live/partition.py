@@ -10,8 +10,10 @@ layer and orjson; never faust or Kafka clients, so tests drive it without a brok
 State, per change. A batch writes to table `state` only the keys that changed: the
 reconciler's own (`Reconciler.take_changes`: an item when it opens, changes and closes, a
 credit, a redelivery-id chunk...), one key per new finding (the outbox) and one deletion per
-finding the broker has acknowledged, then the partition's clock. So a batch costs what its
-events and timers cost, whatever a merchant holds; no value grows with a merchant.
+finding the broker has acknowledged, then the partition's clock; ahead of them the same writes
+once more as the batch's journal (a few records), so that a worker killed while sending them
+is restored to the whole batch or to none of it. So a batch costs what its events and timers
+cost, whatever a merchant holds; no value grows with a merchant.
 
 Output guarantee (each (anomaly_id, status) on settlewatch.anomalies once, none lost):
 - *No loss: an outbox.* A finding is written to the table as its own key in the same batch
@@ -59,12 +61,14 @@ TICK = "ticks"
 #   b"<p>\x1es\x1e" + reconciler state key  the core's per-change state (Reconciler.take_changes)
 #   b"<p>\x1eo\x1e" + anomaly_id \x1f status  one finding in the outbox: written before it is
 #                                             sent, deleted once the broker has it
-#   b"<p>\x1ec"                               the partition's clock and when it was written
+#   b"<p>\x1ec"                               the partition's clock, when it was written and the
+#                                             sequence number of the batch it closes
+#   b"<p>\x1ej\x1e<i>"                          part i of the journal: the newest batch's writes
 # The partition number leads the key, so a partition's keys are picked out of the table without
 # decoding a value, and every key of partition p goes to changelog partition p (written in order:
 # the clock last, so a clock on the changelog means its whole batch is there too).
 SEP = b"\x1e"
-STATE, OUTBOX, CLOCK = b"s", b"o", b"c"
+STATE, OUTBOX, CLOCK, JOURNAL = b"s", b"o", b"c", b"j"
 
 
 def state_key(partition: int, key: str) -> bytes:
@@ -77,6 +81,43 @@ def outbox_key(partition: int, anomaly_id: str, status: str) -> bytes:
 
 def clock_key(partition: int) -> bytes:
     return b"%d\x1ec" % partition
+
+
+def journal_key(partition: int, part: int) -> bytes:
+    return b"%d\x1ej\x1e%d" % (partition, part)
+
+
+JOURNAL_PART_BYTES = 512 * 1024  # a journal record holds about this much of a batch's writes
+
+
+def encode_journal(seq: int, writes: list[tuple[bytes, bytes | None]]) -> list[bytes]:
+    """A batch's writes as journal records (seq, part i of n, [key, value] pairs), each well
+    under Kafka's default record limit."""
+    parts: list[list] = [[]]
+    size = 0
+    for key, value in writes:
+        if size > JOURNAL_PART_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append([key.decode(), None if value is None else value.decode()])
+        size += len(key) + (len(value) if value is not None else 0)
+    return [orjson.dumps({"seq": seq, "part": i, "parts": len(parts), "w": w})
+            for i, w in enumerate(parts)]
+
+
+def journal_writes(values: Iterable[bytes]) -> tuple[int, list[tuple[bytes, bytes | None]]] | None:
+    """(seq, writes) of the newest journal whose parts are all there, None if none is."""
+    by_seq: dict[int, dict[int, dict]] = {}
+    for value in values:
+        d = orjson.loads(value)
+        by_seq.setdefault(d["seq"], {})[d["part"]] = d
+    for seq in sorted(by_seq, reverse=True):
+        parts = by_seq[seq]
+        n = next(iter(parts.values()))["parts"]
+        if len(parts) == n:
+            return seq, [(k.encode(), None if v is None else v.encode())
+                         for i in range(n) for k, v in parts[i]["w"]]
+    return None
 
 
 def key_partition(key: bytes) -> int | None:
@@ -97,13 +138,17 @@ def split_key(key: bytes) -> tuple[int, bytes, bytes] | None:
     return p, parts[1], parts[2] if len(parts) > 2 else b""
 
 
-def encode_clock(clock: dict[str, int], written_at_ms: int) -> bytes:
-    return orjson.dumps({"clock": clock, "written_at_ms": written_at_ms})
+def encode_clock(clock: dict[str, int], written_at_ms: int, seq: int = 0) -> bytes:
+    return orjson.dumps({"clock": clock, "written_at_ms": written_at_ms, "seq": seq})
 
 
 def decode_clock(value: bytes) -> tuple[dict[str, int], int]:
     d = orjson.loads(value)
     return d["clock"], d["written_at_ms"]
+
+
+def clock_seq(value: bytes) -> int:
+    return orjson.loads(value).get("seq", 0)
 
 
 def encode_tick(tick_ms: int) -> bytes:
@@ -275,6 +320,7 @@ class LivePartition:
         self._done: list[tuple[str, str]] = []  # acknowledged, still in the table
         self._sent: OrderedDict[tuple[str, str], int] = OrderedDict()  # (id, status) -> wall ms
         self._clock_written: dict[str, int] | None = None
+        self._seq = 0  # batches written
         self.suppressed = 0  # findings dropped as already published
         self.republished = 0
         self.failures = 0  # records and timers the reconciler raised on (isolated)
@@ -351,14 +397,19 @@ class LivePartition:
         return bool(self._fresh or self._done)
 
     def flush(self, now_ms: int) -> Flush:
-        """The reconciler's changed keys, findings raised since the last flush (deduped) into
-        the outbox, acknowledged findings out of it, and the clock (last) if anything changed."""
+        """Findings raised since the last flush (deduped) into the outbox, acknowledged findings
+        out of it, the reconciler's changed keys, and the clock if anything changed.
+
+        The order is the order on the changelog partition, and a worker killed while sending
+        leaves a prefix of it there: so the outbox comes first (a state change on the
+        changelog is never without the finding it raised; a finding there without its state
+        is re-sent once and deduped when the re-read input raises it again), the ids kept to
+        recognise redeliveries come after the other state keys (an event is never taken for a
+        redelivery of one whose effects were lost), and the clock last."""
         out = Flush()
         p = self.partition
         writes = out.writes
         dumps = orjson.dumps
-        for k, v in self.reconciler.take_changes().items():
-            writes.append((state_key(p, k), None if v is None else dumps(v)))
         acked, self._done = self._done, []
         for k in acked:
             writes.append((outbox_key(p, *k), None))
@@ -375,10 +426,26 @@ class LivePartition:
             writes.append((outbox_key(p, *k), dumps(record)))
             out.publish.append((f.merchant_id, k, record))
             out.findings.append(f)
+        ids = []
+        for k, v in self.reconciler.take_changes().items():
+            w = (state_key(p, k), None if v is None else dumps(v))
+            cut = k.find("\x1f")
+            if k[cut + 1:cut + 3] == "r\x1f":
+                ids.append(w)
+            else:
+                writes.append(w)
+        writes += ids
         clock = self.reconciler.snapshot_clock()
         if writes or clock != self._clock_written:
-            writes.append((clock_key(p), encode_clock(clock, now_ms)))
+            self._seq += 1
+            writes.append((clock_key(p), encode_clock(clock, now_ms, self._seq)))
             self._clock_written = clock
+            # The batch's writes once more, ahead of them, in a few records: a worker killed
+            # while sending leaves a prefix of the individual writes, which alone could be an
+            # inconsistent state (an event's keys half written); with its journal on the
+            # changelog the batch is restored whole, and without it none of it was sent.
+            out.writes = [(journal_key(p, i), v)
+                          for i, v in enumerate(encode_journal(self._seq, writes))] + writes
         self._expire_sent(now_ms)
         return out
 
@@ -405,23 +472,40 @@ class LivePartition:
 
         `entries` are the (key, value) of this partition in table `state`; `published` the
         (anomaly_id, status, record ms) already on the output partition (see `horizon_ms`).
-        The clock comes back too: it was written last in its batch, after the state it goes
-        with, and events re-read from the committed offsets (behind the saved state) are
+        The newest batch comes back whole: from its journal when its individual writes may be
+        incomplete (its clock, written last, is older than the journal). The clock comes back
+        too, and events re-read from the committed offsets (behind the saved state) are
         recognised by the reconciler as redeliveries.
         """
         lp = cls(partition, policy, **kwargs)
         rec = lp.reconciler
         for aid, status, at in sorted(published, key=lambda x: x[2]):
             lp._sent[(aid, status)] = at
-        state: list[tuple[str, object]] = []
-        outbox: list[dict] = []
-        clock: dict[str, int] | None = None
-        loads = orjson.loads
+        latest: dict[bytes, bytes | None] = {}
+        journal: list[bytes] = []
         for key, value in entries:
             parts = split_key(key)
             if parts is None or parts[0] != partition or value is None:
                 continue
-            _, tag, rest = parts
+            if parts[1] == JOURNAL:
+                journal.append(value)
+            else:
+                latest[key] = value
+        written = clock_seq(latest[clock_key(partition)]) if clock_key(partition) in latest else 0
+        last = journal_writes(journal)
+        if last is not None and last[0] > written:
+            # killed while sending that batch: its journal is whole, its writes may not be
+            for key, value in last[1]:
+                latest[key] = value
+        lp._seq = max(written, last[0] if last is not None else 0)
+        state: list[tuple[str, object]] = []
+        outbox: list[dict] = []
+        clock: dict[str, int] | None = None
+        loads = orjson.loads
+        for key, value in latest.items():
+            if value is None:
+                continue
+            _, tag, rest = split_key(key)
             if tag == STATE:
                 state.append((rest.decode(), loads(value)))
             elif tag == OUTBOX:

@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast check dashboards bench stack-up stack-down clean
+.PHONY: setup demo test test-fast check dashboards bench stack-up stack-down clean pictures
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,3 +54,12 @@ stack-down:
 clean:
 	deploy/local/stack down || true
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+
+## pictures: the dashboards drawn from a real run. Runs the demo for PICTURES_SECONDS with one
+## bad acquirer (streams/ops/pictures.py BAD_ACQUIRER_FAULTS) on the local stack (started and
+## stopped again if it was not running), then draws every panel from Prometheus into
+## out/pictures/ and the ops board into docs/ops-board.png (the picture atop README.md).
+PICTURES_SECONDS ?= 420
+pictures: setup
+	$(BIN)/pip install -q -e '.[pictures]'
+	$(BIN)/settlewatch pictures --demo $(PICTURES_SECONDS) --out out/pictures --board docs/ops-board.png

@@ -19,6 +19,7 @@ COMMANDS = {
     "bench-worker": "streams.bench.worker:worker_bench_command",
     "smtp-sink": "streams.ops.smtpsink:smtp_sink_command",
     "check-config": "streams.cli:check_config_command",
+    "pictures": "streams.ops.pictures:pictures_command",
 }
 
 

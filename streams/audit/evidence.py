@@ -10,21 +10,21 @@ from streams.core.policy import Policy
 def _evidence_for_people(evidence: dict, finding: Finding | None = None,
                          policy: Policy | None = None) -> dict:
     """Evidence as a merchant hands it to its bank: every sale and credit behind the finding
-    (masked card number, terminal, times in RFC 3339 beside the raw milliseconds), the fee rule
-    applied to each sale and the net it should have brought, the settlement terms (cycle, due
-    time, cut-off, grace, time zone), and a plain-language `statement` of the claim."""
+    (masked card number, terminal, times in RFC 3339), the fee rule applied to each sale and
+    the net it should have brought, the settlement terms (cycle, due time, cut-off, grace, time
+    zone), and a plain-language `statement` of the claim. Times are RFC 3339 only, never epoch
+    milliseconds: a 13-digit number passes the card-number (Luhn) check one time in ten, and
+    no output file holds one."""
     def times(d: dict) -> dict:
-        out = dict(d)
-        for k, v in d.items():
-            if k.endswith("_ms") and isinstance(v, int):
-                out[k[:-3]] = wire.format_time_ms(v)
-        return out
+        return {(k[:-3] if k.endswith("_ms") and isinstance(v, int) else k):
+                (wire.format_time_ms(v) if k.endswith("_ms") and isinstance(v, int) else v)
+                for k, v in d.items()}
 
     sales = []
     for s in evidence.get("sales", []):
         sale = times(s)
         sale["adjustments"] = [
-            {"type": a[0], "event_id": a[1], "amount_minor": a[2], "event_time_ms": a[3],
+            {"type": a[0], "event_id": a[1], "amount_minor": a[2],
              "event_time": wire.format_time_ms(a[3]), "netted_into_a_later_credit": a[4]}
             for a in s.get("adjustments") or ()]
         if policy is not None and "channel" in s:
@@ -47,6 +47,7 @@ def _evidence_for_people(evidence: dict, finding: Finding | None = None,
         "credits": [times(c) for c in evidence.get("credits", [])],
         "cycle": cycle,
         **({"close": wire.format_time_ms(evidence["close_ms"])} if "close_ms" in evidence else {}),
+        **({"cause_detail": evidence["cause_detail"]} if "cause_detail" in evidence else {}),
     }
     if finding is not None:
         out["statement"] = _statement(finding, out, cycle)
@@ -122,7 +123,39 @@ def _statement(f: Finding, ev: dict, cycle: dict | None) -> list[str]:
         lines.append(f"due by {wire.format_time_ms(f.deadline_ms)}{terms}")
     lines.append(f"expected {money(f.expected_minor, cur)}, received "
                  f"{money(f.received_minor, cur)}, difference {money(f.difference_minor, cur)}"
-                 + (f"; probable cause: {f.probable_cause}" if f.probable_cause else ""))
+                 + (f"; probable cause: {f.probable_cause}" if f.probable_cause else "")
+                 + _cause_words(ev.get("cause_detail"), cur))
     return lines
+
+
+def _cause_words(d: dict | None, cur: str) -> str:
+    """What the probable cause found (streams.core.causes detail), in a few words."""
+    if not d:
+        return ""
+    def bps(rates: dict) -> str:
+        return ", ".join(f"{ch} {r} bps" for ch, r in rates.items())
+    words = []
+    if d.get("fee_bps_charged"):
+        words.append(f"fee charged {bps(d['fee_bps_charged'])}")
+        if d.get("agreed_bps"):
+            words.append(f"agreed {bps(d['agreed_bps'])}")
+        if d.get("model") in ("common_offset", "stated_fee") and d.get("per_channel") is False:
+            words.append("a common offset over the agreed rates: one credit cannot tell the "
+                         "channels' rates apart")
+    if d.get("model") == "cap_ignored":
+        words.append("per-sale caps not applied: " + ", ".join(
+            f"{ch} {money(cap, cur)}" for ch, cap in d.get("caps_minor", {}).items()))
+    if d.get("fee_minor_stated") is not None:
+        words.append(f"acquirer's fee {money(d['fee_minor_stated'], cur)}, agreed "
+                     f"{money(d['fee_minor_agreed'], cur)}")
+    netted = d.get("netted") or (d.get("with") or {}).get("netted")
+    if netted:
+        words.append(f"{netted['type']} {netted['event_id']} of sale {netted['auth_id']}, "
+                     f"{money(netted['amount_minor'], cur)}, netted in")
+    if d.get("model") in ("missing_sale", "declined_sale"):
+        words.append(f"sale {d['auth_id']}, {money(d['amount_minor'], cur)}")
+    if d.get("rounding"):
+        words.append(f"fees rounded {d['rounding'].replace('_', ' ')}")
+    return f" ({'; '.join(words)})" if words else ""
 
 

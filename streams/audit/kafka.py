@@ -20,17 +20,20 @@ lead-in are dropped. The final watermark is `to`: the range closes every item wh
 grace passed before `to`, as the live clock would have at `to`. A dead letter counts when its
 Kafka record time is in [from, to).
 
-Offsets. Offsets are looked up by record time (`offsets_for_times`), on every partition: reading
-starts at the first record stamped at or after from - lead_in - max_future (an event may be
-stamped up to max_future after its record time) and stops before the first record stamped at
-or after to + tail (`tail`, 6 h by default, lets an event of the range that was produced a little
-late still count). A partition with no record at or after the start time has nothing to read; one
-with no record at or after the end time is read up to its end offset at the start of the replay.
-Every record is filtered on its event_time, since record time is close to, not equal to, event time.
-The Kafka record timestamp is the record time of the future_timestamp rule, as live. The look-up
-trusts producers' clocks: the broker returns the first offset stamped at or after a time, so a
-record stamped far ahead by a broken producer clock can end a partition's read early (when that
-puts the end before the start, the partition is read to its end, with a warning).
+Offsets. A partition's read starts at an offset looked up by record time
+(`offsets_for_times`): the first record stamped at or after from - lead_in - max_future (an
+event may be stamped up to max_future after its record time). It ends at the partition's end
+offset taken when the replay starts, or earlier once `end_run` records in a row (10,000 by
+default) are stamped at or after to + tail (`tail`, 6 h by default, lets an event of the range
+that was produced a little late still count): never on one record's timestamp. Record
+timestamps are not monotonic: a producer stamping its own clock, or a record sent without a
+timestamp and stamped on arrival, can sit in the middle of an older history, and a time look-up
+for the end (the first record stamped at or after it) would stop the read there. Every record is
+filtered on its event_time, since record time is close to, not equal to, event time. The Kafka
+record timestamp is the record time of the future_timestamp rule, as live. summary.json says
+per partition and in total how many records were read, how many were in the range, in the
+lead-in and outside it, how many the filters dropped, and how many a run past the range left
+unread (DESIGN.md "end of a Kafka replay range").
 
 Reconciling per partition, as live. The live worker runs one reconciler per partition number
 over partition n of both input topics (co-partitioned by merchant_id); replay does the same, so
@@ -82,6 +85,9 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 DEFAULT_LEAD_IN_MS = 2 * DAY_MS
 DEFAULT_TAIL_MS = 6 * HOUR_MS
+# A partition's read also ends once this many records in a row are stamped past to + tail
+# (else at its end offset): never on one record's timestamp, which a producer may get wrong.
+DEFAULT_END_RUN = 10_000
 
 # Flow control of the merge: a partition whose buffer holds this many records more than its
 # partner is paused until it is drained below the low mark.
@@ -119,6 +125,12 @@ class RangeSpec:
     tail_ms: int = DEFAULT_TAIL_MS
     merchants: tuple[str, ...] = ()
     acquirers: tuple[str, ...] = ()
+    end_run: int = DEFAULT_END_RUN
+
+    @property
+    def stop_ms(self) -> int:
+        """Records stamped at or after this are past the range and its tail."""
+        return self.to_ms + self.tail_ms
 
     @property
     def read_from_ms(self) -> int:
@@ -132,6 +144,7 @@ class RangeSpec:
         return {"from": wire.format_time_ms(self.from_ms), "to": wire.format_time_ms(self.to_ms),
                 "lead_in_from": wire.format_time_ms(self.read_from_ms),
                 "tail_to": wire.format_time_ms(self.to_ms + self.tail_ms),
+                "end_run": self.end_run,
                 "merchants": list(self.merchants), "acquirers": list(self.acquirers)}
 
 
@@ -240,6 +253,7 @@ def lookup_offsets(consumer, tps: list, at_ms: int) -> dict:
 
 
 def make_plan(consumer, topics: Topics, spec: RangeSpec, max_future_ms: int) -> Plan:
+    """Where each partition's read starts (a time look-up) and ends (its end offset now)."""
     from kafka import TopicPartition
     counts = {}
     for name in (topics.authorisations, topics.settlements):
@@ -250,37 +264,14 @@ def make_plan(consumer, topics: Topics, spec: RangeSpec, max_future_ms: int) -> 
     tps = [TopicPartition(t, p) for t in counts for p in counts[t]]
     # An event may be stamped up to max_future after its record time: look that much earlier.
     start = lookup_offsets(consumer, tps, spec.read_from_ms - max_future_ms)
+    # The end is the end offset now, never a time look-up: record timestamps are not monotonic,
+    # so the first record stamped after the range can sit in the middle of it.
     ends = consumer.end_offsets(tps)
-    found_end = consumer.offsets_for_times({tp: spec.to_ms + spec.tail_ms for tp in tps})
-    beginning = consumer.beginning_offsets(tps)
-    warnings = []
-    open_ended = [tp for tp in tps if found_end.get(tp) is None]
-    if open_ended:
-        warnings.append(
-            f"{len(open_ended)} partitions hold no record stamped after "
-            f"{wire.format_time_ms(spec.to_ms + spec.tail_ms)} yet: read to their current end, "
-            "so a later replay of this range may see records produced since")
-    gaps = [f"{tp.topic}[{tp.partition}]" for tp in tps
-            if beginning[tp] > 0 and start[tp] == beginning[tp]]
-    if gaps:
-        warnings.append(
-            "retention: records older than the range start were deleted on "
-            + ", ".join(gaps) + "; the range may have lost records (check retention.ms)")
     wire_topic = {topics.authorisations: wire.AUTH_TOPIC, topics.settlements: wire.SETTLEMENT_TOPIC}
-    streams: dict[tuple[str, int], Stream] = {}
-    disordered = []
-    for n, tp in enumerate(tps):
-        end = found_end[tp].offset if found_end.get(tp) is not None else ends[tp]
-        if end < start[tp]:
-            # A record stamped after the range sits before it (a producer's clock was off): the
-            # time index cannot bound this partition, so read it to its end.
-            disordered.append(f"{tp.topic}[{tp.partition}]")
-            end = ends[tp]
-        streams[(tp.topic, tp.partition)] = Stream(n, tp.topic, tp.partition, wire_topic[tp.topic],
-                                                   start[tp], end)
-    if disordered:
-        warnings.append("record timestamps out of order on " + ", ".join(disordered)
-                        + ": read to the end offsets")
+    streams = {(tp.topic, tp.partition): Stream(n, tp.topic, tp.partition, wire_topic[tp.topic],
+                                                start[tp], max(ends[tp], start[tp]))
+               for n, tp in enumerate(tps)}
+    warnings = _plan_warnings(consumer, tps, spec, start)
     a, s = counts[topics.authorisations], counts[topics.settlements]
     if a == s:
         groups = [Group(i, f"p{p}", [streams[(topics.authorisations, p)],
@@ -292,6 +283,26 @@ def make_plan(consumer, topics: Topics, spec: RangeSpec, max_future_ms: int) -> 
                         "takes every partition (the live worker refuses such topics)")
         groups = [Group(0, "all", [streams[(tp.topic, tp.partition)] for tp in tps])]
     return Plan(groups, warnings)
+
+
+def _plan_warnings(consumer, tps: list, spec: RangeSpec, start: dict) -> list[str]:
+    warnings = []
+    stop_ms = spec.to_ms + spec.tail_ms
+    past = consumer.offsets_for_times({tp: stop_ms for tp in tps})
+    open_ended = [tp for tp in tps if past.get(tp) is None]
+    if open_ended:
+        warnings.append(
+            f"{len(open_ended)} partitions hold no record stamped after "
+            f"{wire.format_time_ms(stop_ms)} yet: read to their current end, "
+            "so a later replay of this range may see records produced since")
+    beginning = consumer.beginning_offsets(tps)
+    gaps = [f"{tp.topic}[{tp.partition}]" for tp in tps
+            if beginning[tp] > 0 and start[tp] == beginning[tp]]
+    if gaps:
+        warnings.append(
+            "retention: records older than the range start were deleted on "
+            + ", ".join(gaps) + "; the range may have lost records (check retention.ms)")
+    return warnings
 
 
 # ---- settlement delays ---------------------------------------------------------------------
@@ -333,63 +344,63 @@ class _Reader:
         self.on_poll = on_poll
         self.stats = {"records": 0, "poll_s": 0.0, "parse_s": 0.0, "reconcile_s": 0.0,
                       "finish_s": 0.0}
+        self.filter = Filter(spec.merchants, spec.acquirers)
+        self.state: dict[int, _StreamState] = {}  # by stream index
+        self.group_of: dict[int, Group] = {}
+        self.runs: dict[int, ReplayRun] = {}
+        self.observers: dict[int, DelayObserver] = {}
 
     def run(self) -> dict[str, Any]:
         from kafka import TopicPartition
-        spec, policy = self.spec, self.policy
-        filt = Filter(spec.merchants, spec.acquirers)
-        runs, observers = {}, {}
+        spec = self.spec
         for g in self.groups:
             obs = DelayObserver(spec.from_ms, spec.to_ms)
-            run = ReplayRun(policy, self.parts_dir / g.name, keep=spec.keep, observer=obs,
+            run = ReplayRun(self.policy, self.parts_dir / g.name, keep=spec.keep, observer=obs,
                             evidence=self.evidence)
             obs.reconciler = run.reconciler
-            runs[g.index], observers[g.index] = run, obs
-        state: dict[int, _StreamState] = {}  # by stream index
+            self.runs[g.index], self.observers[g.index] = run, obs
         by_tp = {}
         for g in self.groups:
             for s in g.streams:
-                state[s.index] = _StreamState(s)
+                self.state[s.index] = _StreamState(s)
+                self.group_of[s.index] = g
                 if s.records:
                     by_tp[TopicPartition(s.topic, s.partition)] = s
-        group_of = {s.index: g for g in self.groups for s in g.streams}
         consumer = _consumer(self.bootstrap, self.consumer_config) if by_tp else None
         try:
             if consumer is not None:
                 consumer.assign(list(by_tp))
                 for tp, s in by_tp.items():
                     consumer.seek(tp, s.start)
-                self._loop(consumer, by_tp, state, group_of, runs, filt)
+                self._loop(consumer, by_tp)
             for g in self.groups:  # streams with nothing to read, and the last records
-                self._drain(g, state, runs[g.index])
+                self._drain(g)
         finally:
             if consumer is not None:
                 consumer.close()
-        self.stats["records"] = sum(st.next_offset - st.stream.start for st in state.values())
+        self.stats["records"] = sum(st.read for st in self.state.values())
+        self._finish()
+        return self.stats
+
+    def _finish(self) -> None:
+        """Close every group's ReplayRun at the end of the range; write its delays and what
+        each of its partitions read (DIR/.parts/<group>/read.json)."""
         t0 = time.perf_counter()
         for g in self.groups:
-            runs[g.index].finish(spec.to_ms)
-            (self.parts_dir / g.name / "delays.json").write_bytes(
-                orjson.dumps(observers[g.index].to_dict()))
+            self.runs[g.index].finish(self.spec.to_ms)
+            part = self.parts_dir / g.name
+            (part / "delays.json").write_bytes(orjson.dumps(self.observers[g.index].to_dict()))
+            (part / "read.json").write_bytes(orjson.dumps(
+                {f"{s.topic}[{s.partition}]": self.state[s.index].counts() for s in g.streams}))
         self.stats["finish_s"] += time.perf_counter() - t0
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self.stats["peak_rss_mb"] = round(peak_rss_bytes() / 2**20, 1)
         self.stats["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
-        return self.stats
 
-    def _loop(self, consumer, by_tp, state, group_of, runs, filt) -> None:
-        spec = self.spec
-        parse = wire.parse
-        reject_type = wire.Reject
-        max_future = self.policy.max_future_ms
-        lo, to = spec.read_from_ms, spec.to_ms
-        reject_lo = spec.from_ms
-        event_ok = filt.event if filt.active else None
-        reject_ok = filt.reject
-        counters = self.counters
-        stats = self.stats
-        perf = time.perf_counter
-        pending = {tp for tp, s in by_tp.items()}
+    def _loop(self, consumer, by_tp: dict) -> None:
+        """Poll until every partition is done: parse, merge and reconcile as records come."""
+        stats, perf, state = self.stats, time.perf_counter, self.state
+        pending = set(by_tp)
         assigned = set(pending)  # the caller assigned and positioned them all
         last_progress = time.monotonic()
         while pending:
@@ -399,87 +410,130 @@ class _Reader:
             stats["poll_s"] += t1 - t0
             touched = set()
             for tp, records in polled.items():
-                s = by_tp[tp]
-                st = state[s.index]
-                if st.done:
-                    continue
-                buf, last, end, wt = st.buf, st.last_key, s.end, s.wire_topic
-                off = -1
-                for r in records:
-                    off = r.offset
-                    if off >= end:
-                        break
-                    ts = r.timestamp
-                    if ts is None or ts < 0:
-                        ts = to  # a record without a time: judged against the end of the range
-                    e = parse(wt, r.value, ts, max_future)
-                    if type(e) is reject_type:
-                        if reject_lo <= ts < to and reject_ok(r.key):
-                            buf.append((last, 1, e, off, ts))
-                    else:
-                        t = e.event_time_ms
-                        last = t
-                        if lo <= t < to and (event_ok is None or event_ok(e)):
-                            buf.append((t, 0, e, off, ts))
-                st.last_key = last
-                if off >= 0:
-                    st.next_offset = min(off + 1, end)
-                    counters[s.index] = st.next_offset - s.start
-                if st.next_offset >= end:
-                    st.done = True
-                touched.add(group_of[s.index].index)
+                st = state[by_tp[tp].index]
+                if not st.done:
+                    self._take(st, records)
+                    touched.add(self.group_of[st.stream.index].index)
             t2 = perf()
             stats["parse_s"] += t2 - t1
             if polled:
                 last_progress = time.monotonic()
             else:
-                # Control records or compaction gaps can end a partition without a record.
-                for tp in list(pending):
-                    st = state[by_tp[tp].index]
-                    if tp in assigned and not st.done and consumer.position(tp) >= by_tp[tp].end:
-                        st.done = True
-                        st.next_offset = by_tp[tp].end
-                        counters[by_tp[tp].index] = by_tp[tp].records
-                        touched.add(group_of[by_tp[tp].index].index)
+                touched |= self._ended_without_records(consumer, by_tp, pending, assigned)
                 if time.monotonic() - last_progress > _STALL_S:
                     raise ReplayError(
                         f"no records for {_STALL_S:.0f}s from "
                         + ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(pending)))
             for g in self.groups:
                 if g.index in touched:
-                    self._drain(g, state, runs[g.index])
+                    self._drain(g)
             stats["reconcile_s"] += perf() - t2
-            # Flow control: stop fetching what is done or too far ahead of its partner. By
-            # assignment, not pause(): kafka-python 3.0.12 can strand a paused partition's
-            # parked records so that it never fetches again after resume().
-            wanted = []
-            for tp in list(pending):
-                st = state[by_tp[tp].index]
-                if st.done:
-                    pending.discard(tp)
-                    continue
-                if not st.paused and len(st.buf) > _HIGH_WATER:
-                    st.paused = True
-                elif st.paused and len(st.buf) < _LOW_WATER:
-                    st.paused = False
-                if not st.paused:
-                    wanted.append(tp)
-            if pending and not wanted:  # cannot be with a partner to drain; never stall on it
-                for tp in pending:
-                    state[by_tp[tp].index].paused = False
-                wanted = list(pending)
-            wanted_set = set(wanted)
-            if wanted_set != assigned:
-                consumer.assign(sorted(wanted_set))
-                for tp in wanted_set - assigned:
-                    consumer.seek(tp, state[by_tp[tp].index].next_offset)
-                assigned = wanted_set
+            assigned = self._flow_control(consumer, by_tp, pending, assigned)
             if self.on_poll is not None:
                 self.on_poll()
 
-    def _drain(self, g: Group, state, run: ReplayRun) -> None:
+    def _take(self, st: _StreamState, records) -> None:
+        """Parse one partition's polled records into its merge buffer, counting what was read.
+
+        The read of a partition ends at its end offset, or once `spec.end_run` records in a
+        row are stamped at or after to + tail (DESIGN.md "end of a Kafka replay range")."""
+        spec, s = self.spec, st.stream
+        parse, reject_type = wire.parse, wire.Reject
+        max_future = self.policy.max_future_ms
+        lo, mid, to, stop_ms, end_run = (spec.read_from_ms, spec.from_ms, spec.to_ms,
+                                         spec.stop_ms, spec.end_run)
+        event_ok = self.filter.event if self.filter.active else None
+        reject_ok = self.filter.reject
+        buf, last, end, wt = st.buf, st.last_key, s.end, s.wire_topic
+        run, lead_in, filtered, before = st.run, 0, 0, len(buf)
+        off = -1
+        for r in records:
+            off = r.offset
+            if off >= end:
+                break
+            ts = r.timestamp
+            if ts is None or ts < 0:
+                ts = to  # a record without a time: judged against the end of the range
+            run = run + 1 if ts >= stop_ms else 0
+            e = parse(wt, r.value, ts, max_future)
+            if type(e) is reject_type:
+                if mid <= ts < to:
+                    if reject_ok(r.key):
+                        buf.append((last, 1, e, off, ts))
+                    else:
+                        filtered += 1
+            else:
+                t = e.event_time_ms
+                last = t
+                if lo <= t < to:
+                    if event_ok is None or event_ok(e):
+                        buf.append((t, 0, e, off, ts))
+                        if t < mid:
+                            lead_in += 1
+                    else:
+                        filtered += 1
+            if run >= end_run:
+                st.stopped_at = off + 1  # a run of records past the range: the rest is later
+                break
+        st.last_key, st.run = last, run
+        st.kept += len(buf) - before
+        st.lead_in += lead_in
+        st.filtered += filtered
+        if off >= 0:
+            st.next_offset = min(off + 1, end)
+            st.read = st.next_offset - s.start
+            self.counters[s.index] = st.read
+        if st.next_offset >= end or st.stopped_at is not None:
+            st.done = True
+            self.counters[s.index] = s.records
+
+    def _ended_without_records(self, consumer, by_tp, pending, assigned) -> set[int]:
+        """Control records or compaction gaps can end a partition without a record: mark the
+        partitions whose position reached their end; the groups touched."""
+        touched = set()
+        for tp in list(pending):
+            s = by_tp[tp]
+            st = self.state[s.index]
+            if tp in assigned and not st.done and consumer.position(tp) >= s.end:
+                st.done = True
+                st.next_offset = s.end
+                st.read = s.records
+                self.counters[s.index] = s.records
+                touched.add(self.group_of[s.index].index)
+        return touched
+
+    def _flow_control(self, consumer, by_tp, pending: set, assigned: set) -> set:
+        """Stop fetching what is done or too far ahead of its partner; the new assignment.
+
+        By assignment, not pause(): kafka-python 3.0.12 can strand a paused partition's parked
+        records so that it never fetches again after resume()."""
+        wanted = []
+        for tp in list(pending):
+            st = self.state[by_tp[tp].index]
+            if st.done:
+                pending.discard(tp)
+                continue
+            if not st.paused and len(st.buf) > _HIGH_WATER:
+                st.paused = True
+            elif st.paused and len(st.buf) < _LOW_WATER:
+                st.paused = False
+            if not st.paused:
+                wanted.append(tp)
+        if pending and not wanted:  # cannot be with a partner to drain; never stall on it
+            for tp in pending:
+                self.state[by_tp[tp].index].paused = False
+            wanted = list(pending)
+        wanted_set = set(wanted)
+        if wanted_set != assigned:
+            consumer.assign(sorted(wanted_set))
+            for tp in wanted_set - assigned:
+                consumer.seek(tp, self.state[by_tp[tp].index].next_offset)
+        return wanted_set
+
+    def _drain(self, g: Group) -> None:
         """Feed the group's reconciler every record the merge can place now."""
-        states = [state[s.index] for s in g.streams]
+        states = [self.state[s.index] for s in g.streams]
+        run = self.runs[g.index]
         if len(states) == 2:
             _merge2(states[0], states[1], run)
         else:
@@ -487,7 +541,8 @@ class _Reader:
 
 
 class _StreamState:
-    __slots__ = ("stream", "buf", "last_key", "done", "paused", "next_offset")
+    __slots__ = ("stream", "buf", "last_key", "done", "paused", "next_offset", "run", "read",
+                 "kept", "lead_in", "filtered", "stopped_at")
 
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
@@ -496,6 +551,21 @@ class _StreamState:
         self.done = stream.records == 0
         self.paused = False
         self.next_offset = stream.start
+        self.run = 0  # records in a row stamped past to + tail
+        self.read = 0  # records read
+        self.kept = 0  # of them, events and dead letters of the range and lead-in
+        self.lead_in = 0  # of the kept events, those of the lead-in
+        self.filtered = 0  # in the range by time, dropped by --merchant/--acquirer
+        self.stopped_at: int | None = None  # the offset where a run past the range ended it
+
+    def counts(self) -> dict[str, Any]:
+        s = self.stream
+        return {"start": s.start, "end": s.end, "read": self.read,
+                "in_range": self.kept - self.lead_in, "lead_in": self.lead_in,
+                "filtered_out": self.filtered,
+                "outside_range": self.read - self.kept - self.filtered,
+                "stopped_by_run_at": self.stopped_at,
+                "not_read": s.end - s.start - self.read}
 
 
 def _feed(x: tuple, st: _StreamState, run: ReplayRun) -> None:
@@ -788,19 +858,22 @@ def compare_findings(replay: list[dict], live: list[dict]) -> dict[str, Any]:
 
 @dataclass
 class KafkaReplayResult(ReplayResult):
-    records: int = 0  # Kafka records scanned
+    records: int = 0  # Kafka records read
     workers: int = 1
-    warnings: list[str] = field(default_factory=list)
     compare: dict[str, Any] | None = None
     report: Path | None = None
     worker_stats: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # summary.json's kafka.records
 
     def line(self) -> str:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.by_kind.items())) or "none"
         rate = self.records / self.seconds if self.seconds else 0
-        lines = [f"read {self.records:,} records ({self.events:,} in range or lead-in, "
-                 f"{self.rejected} rejected), {self.findings} findings: {kinds}; "
-                 f"{rate:,.0f} records/s with {self.workers} workers; out {self.out_dir}"]
+        c = self.counts
+        where = (f" ({c.get('in_range', 0):,} in range, {c.get('lead_in', 0):,} in the lead-in, "
+                 f"{c.get('outside_range', 0):,} outside)") if c else ""
+        lines = [f"read {self.records:,} records{where}, {self.events:,} events and dead "
+                 f"letters reconciled ({self.rejected} rejected), {self.findings} findings: "
+                 f"{kinds}; {rate:,.0f} records/s with {self.workers} workers; out {self.out_dir}"]
         if self.compare is not None:
             c = self.compare
             lines.append(f"live monitor: {c['agree']} findings agree, "
@@ -814,107 +887,45 @@ class KafkaReplayResult(ReplayResult):
 def replay_kafka(policy: Policy, bootstrap: str, from_ms: int, to_ms: int,
                  out_dir: str | os.PathLike[str], *, merchants: Sequence[str] = (),
                  acquirers: Sequence[str] = (), lead_in_ms: int = DEFAULT_LEAD_IN_MS,
-                 tail_ms: int = DEFAULT_TAIL_MS, topics: Topics = Topics(),
-                 workers: int | None = None, compare_live: bool = False, report: bool = True,
-                 progress: bool | None = None, consumer_config: dict[str, Any] | None = None,
-                 config_name: str | None = None, evidence: bool = True) -> KafkaReplayResult:
+                 tail_ms: int = DEFAULT_TAIL_MS, end_run: int = DEFAULT_END_RUN,
+                 topics: Topics = Topics(), workers: int | None = None,
+                 compare_live: bool = False, report: bool = True, progress: bool | None = None,
+                 consumer_config: dict[str, Any] | None = None, config_name: str | None = None,
+                 evidence: bool = True) -> KafkaReplayResult:
     """Replay [from_ms, to_ms) of the topics into `out_dir`; see the module docstring."""
     if to_ms <= from_ms:
         raise ReplayError("--to must be after --from")
     if lead_in_ms < 0 or tail_ms < 0:
         raise ReplayError("lead-in and tail must not be negative")
+    if end_run < 2:
+        raise ReplayError("the end run must be at least 2 records: a read never ends on one "
+                          "record's timestamp")
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    spec = RangeSpec(from_ms, to_ms, lead_in_ms, tail_ms, tuple(merchants), tuple(acquirers))
-    from kafka.errors import KafkaError
-    consumer = _consumer(bootstrap, consumer_config)
-    try:
-        plan = make_plan(consumer, topics, spec, policy.max_future_ms)
-    except KafkaError as exc:
-        raise ReplayError(f"looking up the offsets of the range failed: {exc}") from exc
-    finally:
-        consumer.close()
-    parts_dir = out / ".parts"
-    if parts_dir.exists():
-        shutil.rmtree(parts_dir)
-    parts_dir.mkdir()
-    for stale in ("compare_live.json", "report.html"):  # of an earlier run into the same DIR
-        (out / stale).unlink(missing_ok=True)
-    with_work = [g for g in plan.groups if g.records]
-    if workers is None:
-        workers = os.cpu_count() or 1
-    workers = max(1, min(workers, len(with_work) or 1))
-    shares = _assign(plan.groups, workers)
-    worker_stats: list[dict[str, Any]] = []
-    if workers == 1:
-        counters = [0] * len(plan.streams)
-        bar = Progress(plan, counters, progress)
-        stats = _Reader(bootstrap, plan.groups, spec, policy, parts_dir, counters,
-                        consumer_config, on_poll=bar.update, evidence=evidence).run()
-        bar.close()
-        worker_stats.append(stats)
-    else:
-        ctx = multiprocessing.get_context("fork")
-        counters = ctx.Array("q", len(plan.streams), lock=False)
-        bar = Progress(plan, counters, progress)
-        procs = [ctx.Process(target=_worker_main, name=f"settlewatch-replay-{n}", daemon=True,
-                             args=(bootstrap, share, spec, policy, parts_dir, counters,
-                                   consumer_config, n, evidence))
-                 for n, share in enumerate(shares)]
-        for p in procs:
-            p.start()
-        try:
-            while any(p.is_alive() for p in procs):
-                failed = [p for p in procs if p.exitcode not in (None, 0)]
-                if failed:
-                    raise ReplayError(f"replay worker {failed[0].name} failed "
-                                      f"(exit {failed[0].exitcode}); its error is above")
-                bar.update()
-                next(p for p in procs if p.is_alive() or p is procs[-1]).join(timeout=0.1)
-            failed = [p for p in procs if p.exitcode != 0]
-            if failed:
-                raise ReplayError(f"replay worker {failed[0].name} failed "
-                                  f"(exit {failed[0].exitcode}); its error is above")
-        finally:
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()
-                    p.join(5)
-        bar.close()
-        for n in range(len(procs)):
-            worker_stats.append(orjson.loads((parts_dir / f"worker{n}.json").read_bytes()))
+    spec = RangeSpec(from_ms, to_ms, lead_in_ms, tail_ms, tuple(merchants), tuple(acquirers),
+                     end_run)
+    plan = _plan_range(bootstrap, consumer_config, topics, spec, policy.max_future_ms)
+    parts_dir = _fresh_parts_dir(out)
+    workers = max(1, min(workers or os.cpu_count() or 1,
+                         len([g for g in plan.groups if g.records]) or 1))
+    worker_stats = _read_plan(bootstrap, plan, spec, policy, parts_dir, consumer_config,
+                              workers, progress, evidence)
     summary = _merge_parts(out, parts_dir, plan, spec)
-    summary["kafka"] = {
-        "range": spec.describe(),
-        "topics": {"authorisations": topics.authorisations, "settlements": topics.settlements},
-        "reconcilers": [g.name for g in plan.groups],
-        "offsets": {f"{s.topic}[{s.partition}]": [s.start, s.end] for s in plan.streams},
-        "records_in_offsets": sum(s.records for s in plan.streams),
-        "warnings": plan.warnings,
-    }
+    summary["kafka"] = _kafka_summary(plan, spec, topics, parts_dir)
     if config_name:
         summary["config"] = config_name
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
     shutil.rmtree(parts_dir)
+    counts = summary["kafka"]["records"]
     result = KafkaReplayResult(
         out, events=summary["events_read"], rejected=summary["rejected"],
         findings=summary["findings"], by_kind=Counter(summary["findings_by_kind"]),
         by_reason=Counter(summary["rejected_by_reason"]), until_ms=to_ms,
-        records=summary["kafka"]["records_in_offsets"], workers=workers,
-        warnings=list(plan.warnings), worker_stats=worker_stats)
+        records=counts["read"], workers=workers, warnings=list(plan.warnings),
+        worker_stats=worker_stats, counts=counts)
     if compare_live:
-        replay_findings = [orjson.loads(line) for line in
-                           (out / "findings.jsonl").read_bytes().splitlines()]
-        live, unreadable = read_live_findings(bootstrap, topics.anomalies, spec,
-                                              policy.max_future_ms, consumer_config)
-        compare = compare_findings(replay_findings, live)
-        compare = {"anomalies_topic": topics.anomalies, "range": spec.describe(),
-                   "compared_by": ["anomaly_id", "status", "kind"],
-                   "unreadable_live_records": unreadable, **compare}
-        (out / "compare_live.json").write_bytes(
-            orjson.dumps(compare, option=orjson.OPT_INDENT_2) + b"\n")
-        result.compare = compare
+        result.compare = _compare_live(out, bootstrap, topics, spec, policy, consumer_config)
     if report:
         from streams.audit.report import write_report
         result.report = write_report(out)
@@ -922,10 +933,125 @@ def replay_kafka(policy: Policy, bootstrap: str, from_ms: int, to_ms: int,
     return result
 
 
+def _plan_range(bootstrap: str, consumer_config, topics: Topics, spec: RangeSpec,
+                max_future_ms: int) -> Plan:
+    from kafka.errors import KafkaError
+    consumer = _consumer(bootstrap, consumer_config)
+    try:
+        return make_plan(consumer, topics, spec, max_future_ms)
+    except KafkaError as exc:
+        raise ReplayError(f"looking up the offsets of the range failed: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def _fresh_parts_dir(out: Path) -> Path:
+    """DIR/.parts, empty; and no output of an earlier run into DIR that this one may not write."""
+    parts_dir = out / ".parts"
+    if parts_dir.exists():
+        shutil.rmtree(parts_dir)
+    parts_dir.mkdir()
+    for stale in ("compare_live.json", "report.html"):
+        (out / stale).unlink(missing_ok=True)
+    return parts_dir
+
+
+def _read_plan(bootstrap: str, plan: Plan, spec: RangeSpec, policy: Policy, parts_dir: Path,
+               consumer_config, workers: int, progress: bool | None,
+               evidence: bool) -> list[dict[str, Any]]:
+    """Read every group into DIR/.parts: in this process with one worker, else in `workers`
+    forked processes; each reader's stats."""
+    if workers == 1:
+        counters = [0] * len(plan.streams)
+        bar = Progress(plan, counters, progress)
+        stats = _Reader(bootstrap, plan.groups, spec, policy, parts_dir, counters,
+                        consumer_config, on_poll=bar.update, evidence=evidence).run()
+        bar.close()
+        return [stats]
+    ctx = multiprocessing.get_context("fork")
+    counters = ctx.Array("q", len(plan.streams), lock=False)
+    bar = Progress(plan, counters, progress)
+    procs = [ctx.Process(target=_worker_main, name=f"settlewatch-replay-{n}", daemon=True,
+                         args=(bootstrap, share, spec, policy, parts_dir, counters,
+                               consumer_config, n, evidence))
+             for n, share in enumerate(_assign(plan.groups, workers))]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            _raise_if_failed([p for p in procs if p.exitcode not in (None, 0)])
+            bar.update()
+            next(p for p in procs if p.is_alive() or p is procs[-1]).join(timeout=0.1)
+        _raise_if_failed([p for p in procs if p.exitcode != 0])
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+    bar.close()
+    return [orjson.loads((parts_dir / f"worker{n}.json").read_bytes()) for n in range(len(procs))]
+
+
+def _raise_if_failed(failed: list) -> None:
+    if failed:
+        raise ReplayError(f"replay worker {failed[0].name} failed "
+                          f"(exit {failed[0].exitcode}); its error is above")
+
+
+def _kafka_summary(plan: Plan, spec: RangeSpec, topics: Topics, parts_dir: Path) -> dict:
+    """summary.json's "kafka": the range, the offsets, and what was read where."""
+    partitions: dict[str, dict[str, Any]] = {}
+    for g in plan.groups:
+        partitions.update(orjson.loads((parts_dir / g.name / "read.json").read_bytes()))
+    names = [f"{s.topic}[{s.partition}]" for s in plan.streams]
+    total = {k: sum(partitions[n][k] for n in names)
+             for k in ("read", "in_range", "lead_in", "outside_range", "filtered_out",
+                       "not_read")}
+    records = {
+        "read": total["read"],
+        "in_range": total["in_range"],
+        "lead_in": total["lead_in"],
+        "outside_range": total["outside_range"],
+        "filtered_out": total["filtered_out"],
+        # The end of a read is the end offset taken at the start, never a time look-up, so a
+        # look-up skips no record before it (the start look-up skips only records stamped
+        # before the lead-in); a run of records past the range leaves the rest unread.
+        "skipped_by_end_lookup": 0,
+        "not_read_after_end_run": total["not_read"],
+    }
+    return {
+        "range": spec.describe(),
+        "topics": {"authorisations": topics.authorisations, "settlements": topics.settlements},
+        "reconcilers": [g.name for g in plan.groups],
+        "offsets": {f"{s.topic}[{s.partition}]": [s.start, s.end] for s in plan.streams},
+        "records_in_offsets": sum(s.records for s in plan.streams),
+        "records": records,
+        "partitions": {n: partitions[n] for n in names},
+        "warnings": plan.warnings,
+    }
+
+
+def _compare_live(out: Path, bootstrap: str, topics: Topics, spec: RangeSpec, policy: Policy,
+                  consumer_config) -> dict[str, Any]:
+    """Read the live findings of the range and write DIR/compare_live.json."""
+    replay_findings = [orjson.loads(line) for line in
+                       (out / "findings.jsonl").read_bytes().splitlines()]
+    live, unreadable = read_live_findings(bootstrap, topics.anomalies, spec,
+                                          policy.max_future_ms, consumer_config)
+    compare = compare_findings(replay_findings, live)
+    compare = {"anomalies_topic": topics.anomalies, "range": spec.describe(),
+               "compared_by": ["anomaly_id", "status", "kind"],
+               "unreadable_live_records": unreadable, **compare}
+    (out / "compare_live.json").write_bytes(
+        orjson.dumps(compare, option=orjson.OPT_INDENT_2) + b"\n")
+    return compare
+
+
 def replay_kafka_cli(*, policy: Policy, bootstrap: str, from_ms: int | None, to_ms: int | None,
                      out_dir: str, merchants: Sequence[str] = (), acquirers: Sequence[str] = (),
                      lead_in: str = "2d", compare_live: bool = False, report: bool = True,
-                     progress: bool | None = None, **kwargs: Any) -> KafkaReplayResult:
+                     progress: bool | None = None, end_run: int = DEFAULT_END_RUN,
+                     **kwargs: Any) -> KafkaReplayResult:
     """`settlewatch replay --bootstrap ...`: check the options, run, turn errors into messages."""
     import click
 
@@ -939,6 +1065,6 @@ def replay_kafka_cli(*, policy: Policy, bootstrap: str, from_ms: int | None, to_
     try:
         return replay_kafka(policy, bootstrap, from_ms, to_ms, out_dir, merchants=merchants,
                             acquirers=acquirers, lead_in_ms=lead_in_ms, compare_live=compare_live,
-                            report=report, progress=progress, **kwargs)
+                            report=report, progress=progress, end_run=end_run, **kwargs)
     except ReplayError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -104,6 +104,7 @@ def _overview(summary: dict, findings: list[dict]) -> str:
             rows.append(("Acquirers", ", ".join(rng["acquirers"])))
         rows.append(("Kafka records in the offsets read",
                      f"{kafka.get('records_in_offsets', 0):,}"))
+        rows += _records_read(kafka.get("records"))
     else:
         rows.append(("Final watermark", summary.get("until")))
     if summary.get("config"):
@@ -116,6 +117,19 @@ def _overview(summary: dict, findings: list[dict]) -> str:
     body = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
     warnings = "".join(f'<p class="warn">{e(w)}</p>' for w in kafka.get("warnings") or [])
     return f'<section id="overview"><table class="kv">{body}</table>{warnings}</section>'
+
+
+def _records_read(records: dict | None) -> list[tuple[str, str]]:
+    """The Kafka read in numbers (DESIGN.md "end of a Kafka replay range")."""
+    if not records:
+        return []
+    return [("Kafka records read", f"{records['read']:,}: {records['in_range']:,} in the range, "
+                                   f"{records['lead_in']:,} in the lead-in, "
+                                   f"{records['outside_range']:,} outside it, "
+                                   f"{records['filtered_out']:,} dropped by the filters"),
+            ("Records skipped by the end look-up", f"{records['skipped_by_end_lookup']:,}"),
+            ("Records left unread after a run past the range",
+             f"{records['not_read_after_end_run']:,}")]
 
 
 def _open_missing(findings: list[dict]) -> set[str]:

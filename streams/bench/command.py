@@ -76,6 +76,21 @@ def _open_sales_command(sales: int, config: str | None) -> None:
     click.echo(json.dumps(bench_open_sales(policy, sales)))
 
 
+@bench_command.command("causes")
+@click.option("--days", default=6.0, show_default=True, type=float)
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--fault-share", default=0.04, show_default=True, type=float,
+              help="Share of credits given each fault kind.")
+@click.option("--fee-table-bps", default=30, show_default=True, type=int,
+              help="What the fault fee_table adds to every agreed rate.")
+def bench_causes_command(days: float, seed: int, fault_share: float, fee_table_bps: int) -> None:
+    """Probable causes against the faults put in: a confusion table (streams.bench.causes)."""
+    from streams.bench.causes import run
+    text, shares = run(days, seed, fault_share, fee_table_bps)
+    click.echo(text)
+    click.echo(json.dumps({"bench": "causes", "right": shares}))
+
+
 @bench_command.command("replay")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--bootstrap", required=True, help="Kafka to produce the stream to and replay.")

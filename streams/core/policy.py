@@ -78,6 +78,8 @@ _DURATION_PART_RE = re.compile(r"(\d+)(ms|s|m|h|d)")
 _DUE_BUSINESS_RE = re.compile(r"T\+(\d{1,3})\s+(\d{1,2}):(\d{2})")
 _CLOCK_RE = re.compile(r"(\d{1,2}):(\d{2})")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_MAX_CONFIG_BYTES = 1 << 20  # a policy file is a few kB; refuse to parse megabytes of it
+_MAX_ZONE_NAME = 64  # the longest IANA name is about 30 characters
 
 
 class PolicyError(ValueError):
@@ -416,11 +418,25 @@ def load_policy(path: str | PathLike[str]) -> Policy:
     and the key."""
     try:
         with open(path, "rb") as f:
-            doc = tomllib.load(f)
+            data = f.read(_MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise PolicyError("", f"cannot read: {e.strerror or e}", source=str(path)) from e
+    if len(data) > _MAX_CONFIG_BYTES:
+        raise PolicyError("", f"larger than {_MAX_CONFIG_BYTES:,} bytes: not a policy file",
+                          source=str(path))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PolicyError("", f"not UTF-8 text (byte {e.start}): TOML files are UTF-8",
+                          source=str(path)) from None
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise PolicyError("", f"not valid TOML: {e}", source=str(path)) from e
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table
+        raise PolicyError("", "not valid TOML: arrays or tables nested too deeply",
+                          source=str(path)) from None
     try:
         return policy_from_dict(doc)
     except PolicyError as e:
@@ -523,12 +539,23 @@ def _int(value: Any, key: str, low: int, high: int | None = None) -> int:
 
 def _timezone(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
-        raise PolicyError(key, f"expected an IANA time zone name such as 'Asia/Shanghai', got {value!r}")
+        raise PolicyError(key, f"expected an IANA time zone name such as 'Asia/Shanghai', got {_shown(value)}")
+    if len(value) > _MAX_ZONE_NAME:
+        raise PolicyError(key, f"unknown time zone: {len(value)} characters, where IANA names "
+                          f"have at most {_MAX_ZONE_NAME} ({_shown(value)})")
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as e:
-        raise PolicyError(key, f"unknown time zone {value!r}") from e
+    except (ZoneInfoNotFoundError, ValueError, OSError, UnicodeError) as e:
+        # OSError: zoneinfo opens the name as a path under the tz database ("Asia" is a
+        # directory there; a long name is ENAMETOOLONG), so a bad name fails as a file would.
+        raise PolicyError(key, f"unknown time zone {_shown(value)}") from e
     return value
+
+
+def _shown(value: Any) -> str:
+    """repr of a config value, cut short: an error message quotes the value, not a novel."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)"
 
 
 def _dates(value: Any, key: str) -> list[date]:
@@ -628,7 +655,43 @@ def _cycles(value: Any, key: str, default_tz: str) -> tuple[Cycle, ...]:
             f"absent), so that every sale has a deadline; got acquirer {last.acquirer!r}, "
             f"merchant_id {last.merchant_id!r}",
         )
+    _check_reachable(cycles, key)
     return cycles
+
+
+def _check_reachable(cycles: tuple[Cycle, ...], key: str) -> None:
+    """The first matching cycle wins, so a cycle that an earlier one covers never applies: a
+    duplicate, or anything after a catch-all. Say so instead of silently ignoring it."""
+    for later in cycles[1:]:
+        for earlier in cycles[:later.index]:
+            if not (_glob_covers(earlier.acquirer, later.acquirer)
+                    and _glob_covers(earlier.merchant_id, later.merchant_id)):
+                continue
+            same = (earlier.acquirer, earlier.merchant_id) == (later.acquirer, later.merchant_id)
+            what = "duplicates" if same else "is unreachable: every sale it matches is taken by"
+            raise PolicyError(
+                f"{key}[{later.index}]",
+                f"{what} {key}[{earlier.index}] (acquirer {earlier.acquirer!r}, merchant_id "
+                f"{earlier.merchant_id!r}), which comes first and wins; remove one, or move the "
+                "more specific cycle before the general one",
+            )
+
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _glob_covers(general: str, specific: str) -> bool:
+    """True when every name `specific` matches is also matched by `general` (a sound but not
+    complete test: equal globs, a match-all, a literal name, or a literal prefix + '*')."""
+    if general == specific or _matches_everything(general):
+        return True
+    if not _GLOB_CHARS & set(specific):
+        return fnmatch.fnmatchcase(specific, general)
+    stem = general[:-1]
+    if general.endswith("*") and not _GLOB_CHARS & set(stem):
+        cut = min((specific.index(c) for c in _GLOB_CHARS if c in specific), default=len(specific))
+        return specific[:cut].startswith(stem)
+    return False
 
 
 def _cycle(value: Any, key: str, index: int, default_tz: str) -> Cycle:

@@ -90,6 +90,7 @@ import heapq
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, cast
 
+from . import causes
 from .events import (
     AUTHORISATION,
     DECLINED,
@@ -1111,11 +1112,12 @@ class Reconciler:
             return
         when = max(c.event_time_ms, max(i.close_ms for i in items))
         kind = FindingKind.UNDERPAID if diff < 0 else FindingKind.OVERPAID
-        cause = self._probable_cause(c, items, diff, tolerance, m)
+        cause, detail = self._probable_cause(c, items, diff, tolerance, m)
         subject_item = items[0] if len(items) == 1 else None
         self._emit(kind, Status.OPEN, subject_item or items[0], (c.credit_id,), expected,
                    c.amount_minor, event_time_ms=when, cause=cause, credit_id=c.credit_id,
-                   subject=None if subject_item else c.credit_id, items=items)
+                   subject=None if subject_item else c.credit_id, items=items,
+                   cause_detail=detail)
 
     def _duplicate(self, item: Item, payer: CreditRec | None, dup: CreditRec,
                    when: int) -> None:
@@ -1272,54 +1274,64 @@ class Reconciler:
         return self.policy.tolerance.allowed_minor(expected, max(cached[1], 1))
 
     def _probable_cause(self, c: Credit, items: list[Item], diff: int, tolerance: int,
-                        m: Merchant) -> str:
-        """Name the likeliest reason a credit differs from what was expected.
+                        m: Merchant) -> tuple[str, dict[str, Any]]:
+        """Name the likeliest reason a credit differs from what was expected, with its detail.
 
-        Each cause is an alternative expectation; the first one the credit matches (within the
-        tolerance) names the cause.
+        The scoring is streams.core.causes.explain (fee rates per channel, returns netted or
+        not, a missing or declined sale, a rounding rule); this passes it plain data, with the
+        merchant's other short credits still retained as more equations on the rates. One
+        netted refund or reversal explains one short credit, so the one it names is consumed.
         """
-        fee = self.policy.fee_minor
-        received = c.amount_minor
-        expected = received - diff
-        sales = [s for i in items for s in i.sales]
-        if c.fee_minor is not None:
-            agreed_fee = sum(fee(s.channel, s.captured_minor()) for s in sales)
-            if abs(c.fee_minor - agreed_fee) > tolerance:
-                return "fee_rate_mismatch"  # the acquirer says it took another fee
-        if diff < 0:
-            for d in m.deductions.values():
-                if abs(expected - d[2] - received) <= tolerance:
-                    del m.deductions[d[4]]  # one netted refund explains one short credit
-                    self._changed((m.merchant_id, "d", d[4]), None)
-                    self._remember(m.merchant_id, "e" + d[4], d[3])
-                    return "refund_netted" if d[0] == REFUND else "reversal_netted"
-        refunded = sum(s.refunded_minor for s in sales)
-        if refunded and abs(expected + refunded - received) <= tolerance:
-            return "refund_not_netted"
-        if refunded and abs(expected - refunded - received) <= tolerance:
-            return "refund_netted"  # netted twice: in the item and again by the acquirer
-        if any(s.reversed_minor for s in sales):
-            unreversed = sum(s.amount_minor - fee(s.channel, s.amount_minor) - s.refunded_minor
-                             for s in sales if s.approved)
-            if abs(unreversed - received) <= tolerance:
-                return "reversal_not_netted"
-        for bps in self._fee_bps:
-            other = 0
-            for s in sales:
-                captured = s.captured_minor()
-                if captured:
-                    other += captured - (captured * bps + 5000) // 10_000
-                other -= s.refunded_minor
-            if other != expected and abs(other - received) <= tolerance:
-                return "fee_rate_mismatch"
-        return "unknown"
+        def plain(item_list: list[Item]) -> list[causes.Sale]:
+            return [causes.Sale(s.auth_id, s.channel, s.amount_minor, s.approved,
+                                s.reversed_minor, s.refunded_minor)
+                    for i in item_list for s in i.sales]
+
+        sales = plain(items)
+        # Other credits of this merchant and acquirer still retained that were short too: under
+        # the same wrong fee table each is one more equation on the rates (the latest eight, by
+        # credit time: the same whatever order the state was restored in). Only a credit of
+        # several channels needs them: one channel's rate one credit pins by itself.
+        others = []
+        several = len({s.channel for s in sales}) > 1
+        for other in m.items.values() if several else ():
+            rec = m.credits.get(other.payer) if other.payer is not None else None
+            if (rec is None or other in items or other.acquirer != c.acquirer
+                    or rec.credit.credit_id == c.credit_id or len(rec.items) != 1
+                    or self._expected(other) - rec.credit.amount_minor
+                    <= self._tolerance(other)):
+                continue
+            osales = plain([other])
+            others.append((rec.credit.event_time_ms, rec.credit.credit_id, causes.Equation(
+                osales, causes.fee_taken(osales, rec.credit.amount_minor, rec.credit.fee_minor),
+                self._tolerance(other))))
+        others = sorted(others, key=lambda o: o[:2])[-8:]
+        terms = {ch: causes.Terms(rule.bps, rule.cap_minor)
+                 for ch in {s.channel for s in sales}.union(
+                     *({s.channel for s in o[2].sales} for o in others))
+                 for rule in (self.policy.fee_rule(ch),)}
+        deductions = ([causes.Deduction(d[0], d[1], d[2], d[4]) for d in m.deductions.values()]
+                      if diff < 0 else [])
+        cause, detail = causes.explain(
+            sales, terms, causes.CreditFacts(c.amount_minor, c.amount_minor - diff, tolerance,
+                                             c.fee_minor),
+            deductions=deductions, candidate_bps=self._fee_bps,
+            others=[o[2] for o in others])
+        netted = detail.get("netted") or detail.get("with", {}).get("netted")
+        if netted is not None:  # one netted refund explains one short credit
+            d = m.deductions.pop(netted["event_id"], None)
+            if d is not None:
+                self._changed((m.merchant_id, "d", d[4]), None)
+                self._remember(m.merchant_id, "e" + d[4], d[3])
+        return cause, detail
 
     # -- findings --------------------------------------------------------------------------------
 
     def _emit(self, kind: FindingKind, status: Status, item: Item, credit_ids: tuple[str, ...],
               expected: int, received: int, *, event_time_ms: int, cause: str | None = None,
               credit_id: str = "", subject: str | None = None,
-              items: list[Item] | None = None) -> None:
+              items: list[Item] | None = None,
+              cause_detail: dict[str, Any] | None = None) -> None:
         items = items or [item]
         auth_ids = tuple(s.auth_id for i in items for s in i.sales)
         subj = subject or item.subject
@@ -1332,6 +1344,8 @@ class Reconciler:
                       "mode": item.cycle.mode, "index": item.cycle.index},
             "close_ms": item.close_ms,
         }
+        if cause_detail is not None:
+            evidence["cause_detail"] = cause_detail
         self._out.append(self._finding(
             kind, status, item.merchant_id, item.acquirer, subj, auth_ids, credit_ids, expected,
             received, item.currency, item.deadline_ms, event_time_ms, cause, credit_id, evidence))

@@ -61,6 +61,7 @@ from streams.live.config import LiveConfig
 from streams.live.diagnostics import dump_tasks
 from streams.live.exits import _die, arm_stop_deadline, exit_for_restart
 from streams.live.faust_compat import in_partition, repair_acks
+from streams.live.health import worker_readiness
 from streams.live.partition import (
     AUTH,
     SETTLEMENT,
@@ -133,6 +134,7 @@ class Runtime:
             reconcilers=lambda: [lp.reconciler for lp in list(self.parts.values())],
             worker=f"{self.cfg.app_id}@{os.uname().nodename}:{os.getpid()}")
         self.observer = self.metrics.observer()
+        self.metrics.health.readiness = partial(worker_readiness, self)  # /readyz
 
     def serve_metrics(self) -> None:
         if self.cfg.metrics_port and self._metrics_server is None:
@@ -681,6 +683,7 @@ def _add_hooks(app: faust.App, rt: Runtime) -> None:
         # faust's Monitor sensor keeps per-event statistics nothing reads (web is off): about
         # a fifth of its per-event cost (DESIGN.md section 5); both modes drop it.
         app.sensors.remove(app.monitor)
+        rt.metrics.health.start_heartbeat()  # /healthz
         rt.serve_metrics()
         import signal
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, partial(dump_tasks, rt))

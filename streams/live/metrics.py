@@ -46,6 +46,7 @@ is `findings_total{kind="late"} / settlement_delay_seconds_count`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import threading
@@ -59,7 +60,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
-    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
@@ -68,6 +68,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 from streams.core.currencies import minor_digits
 from streams.core.events import Finding, FindingKind, Status
+from streams.live.health import Health
+from streams.live.health import serve as serve_health
 
 log = logging.getLogger(__name__)
 
@@ -306,9 +308,16 @@ class Metrics:
     # -- serving --------------------------------------------------------------------------
 
 
+    @functools.cached_property
+    def health(self) -> Health:
+        """What /healthz and /readyz answer (streams.live.health): the worker sets
+        `health.readiness` and starts `health.start_heartbeat()` on its event loop."""
+        return Health()
+
     def serve(self, port: int, addr: str = "127.0.0.1"):
-        """Serve /metrics from a thread; returns (server, thread): server.shutdown() stops it."""
-        return start_http_server(port, addr, registry=self.registry)
+        """Serve /metrics, /healthz and /readyz from a thread; returns (server, thread):
+        server.shutdown() stops it."""
+        return serve_health(self.registry, self.health, port, addr)
 
     # -- internals ------------------------------------------------------------------------
 

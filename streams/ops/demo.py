@@ -39,7 +39,7 @@ import click
 
 from streams.wire import Topics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # streams/ops/demo.py -> the repository
 STACK = REPO / "deploy" / "local" / "stack"
 MONITORING = REPO / "deploy" / "local" / "monitoring.sh"
 HOUR_MS = 3_600_000

@@ -7,7 +7,8 @@ fee channel and the holiday calendar are exercised. Faults are injected per sett
 the given rates, and every one is written down in `Simulation.injected` (the truth a test or a
 demo can compare findings with).
 
-Fault kinds: late, missing, duplicate, underpaid (a wrong fee rate), overpaid, orphan,
+Fault kinds: late, missing, duplicate, underpaid (a wrong fee rate), fee_table (a wrong fee
+table at the acquirer: every channel charged its agreed rate + `fee_table_bps`, 30), overpaid, orphan,
 refund_netted (a refund of a paid sale netted into the merchant's next credit), redelivery (an
 event sent twice: counted, never a finding). Bad records for the dead-letter path come from
 `bad_records()`: raw bytes with the reason each must be rejected for.
@@ -25,9 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from streams.core.events import AUTHORISATION, DECLINED, REFUND, REVERSAL, Credit, PosEvent
-from streams.core.policy import Policy
+from streams.core.policy import FeeRule, Policy
 
-FAULT_KINDS = ("late", "missing", "duplicate", "underpaid", "overpaid", "orphan",
+FAULT_KINDS = ("late", "missing", "duplicate", "underpaid", "fee_table", "overpaid", "orphan",
                "refund_netted", "redelivery")
 
 MIN = 60_000
@@ -48,6 +49,7 @@ class SimConfig:
     void_rate: float = 0.01
     acquirers: tuple[str, ...] = ()  # default: the policy's named acquirers plus "acq-std"
     emit_pan_masked: bool = True
+    fee_table_bps: int = 30  # fault fee_table: what the wrong table adds to every agreed rate
 
 
 @dataclass(frozen=True)
@@ -59,18 +61,21 @@ class Injected:
 
 
 def parse_faults(text: str) -> dict[str, float]:
-    """'late=1%,missing=0.5%' -> {'late': 0.01, 'missing': 0.005}."""
+    """'late=1%,missing=0.5%' -> {'late': 0.01, 'missing': 0.005}. 'ACQUIRER:KIND=rate' sets
+    one acquirer's rate of a fault ('acq-d0:missing=20%' -> {'acq-d0:missing': 0.2}): a bad
+    acquirer next to normal ones."""
     faults: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in (text or "").split(","))):
-        name, _, value = part.partition("=")
-        name = name.strip()
+        key, _, value = part.partition("=")
+        key = key.strip()
+        acquirer, _, name = key.rpartition(":")
         if name not in FAULT_KINDS:
             raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULT_KINDS)}")
         value = value.strip()
         rate = float(value[:-1]) / 100 if value.endswith("%") else float(value)
         if not 0 <= rate <= 1:
             raise ValueError(f"fault {name}: rate {value} is not between 0 and 100%")
-        faults[name] = rate
+        faults[f"{acquirer.strip()}:{name}" if acquirer.strip() else name] = rate
     return faults
 
 
@@ -121,8 +126,11 @@ class Simulation:
             out.append(_Merchant(mid, acquirer, cycle, terminals, (channels, weights)))
         return out
 
-    def _fault(self, kind: str) -> bool:
-        rate = self.cfg.faults.get(kind, 0.0)
+    def _fault(self, kind: str, acquirer: str | None = None) -> bool:
+        faults = self.cfg.faults
+        rate = faults.get(kind, 0.0)
+        if acquirer is not None:  # "acq-d0:missing=20%" overrides the rate for one acquirer
+            rate = faults.get(f"{acquirer}:{kind}", rate)
         return rate > 0 and self._rng.random() < rate
 
     def _note(self, kind: str, m: _Merchant, subject: str) -> None:
@@ -141,7 +149,7 @@ class Simulation:
         def schedule(e: PosEvent | Credit) -> None:
             emit = e.event_time_ms + (rng.randrange(jitter + 1) if jitter else 0)
             heapq.heappush(pending, (emit, next(seq), e))
-            if self._fault("redelivery"):
+            if self._fault("redelivery", e.acquirer):
                 self.counts["redelivery"] = self.counts.get("redelivery", 0) + 1
                 heapq.heappush(pending, (emit + (rng.randrange(jitter + 1) if jitter else 0),
                                          next(seq), e))
@@ -177,7 +185,7 @@ class Simulation:
                 break
             m = merchants[rng.randrange(len(merchants))]
             yield now, self._sale(m, now)
-            if self._fault("orphan"):
+            if self._fault("orphan", m.acquirer):
                 cid = f"CR{next(self._ids):09d}"
                 self._note("orphan", m, cid)
                 yield now, Credit(cid, m.id, m.acquirer, rng.randrange(1_000, 50_000), "CNY",
@@ -265,11 +273,11 @@ class Simulation:
                  batch_id: str | None, net: int, after_ms: int, deadline: int, grace: int,
                  sales: list[PosEvent]) -> Iterator[Credit]:
         rng, policy = self._rng, self.policy
-        if self._fault("missing"):
+        if self._fault("missing", m.acquirer):
             self._note("missing", m, subject)
             return
         amount = net
-        if self._fault("underpaid"):
+        if self._fault("underpaid", m.acquirer):
             # a wrong fee rate: 60 bps (or 78) where less was agreed
             wrong = 78 if all(policy.fee_bps(s.channel) >= 60 for s in sales) else 60
             amount = sum(s.amount_minor - (s.amount_minor * wrong + 5000) // 10_000 for s in sales)
@@ -277,11 +285,19 @@ class Simulation:
                 self._note("underpaid", m, subject)
             else:
                 amount = net
-        elif self._fault("overpaid"):
+        elif self._fault("fee_table", m.acquirer):
+            amount = sum(s.amount_minor - FeeRule(rule.bps + self.cfg.fee_table_bps,
+                                                  rule.cap_minor).fee_minor(s.amount_minor)
+                         for s in sales for rule in (policy.fee_rule(s.channel),))
+            if net - amount > policy.tolerance.allowed_minor(net, len(sales)):
+                self._note("fee_table", m, subject)
+            else:
+                amount = net
+        elif self._fault("overpaid", m.acquirer):
             amount = net + rng.randrange(500, 5_000)
             self._note("overpaid", m, subject)
         window = max(deadline - after_ms, 2)
-        if self._fault("late"):
+        if self._fault("late", m.acquirer):
             at = deadline + grace + rng.randrange(10 * MIN, 6 * HOUR)
             self._note("late", m, subject)
         else:
@@ -296,11 +312,11 @@ class Simulation:
         cid = f"CR{next(self._ids):09d}"
         yield Credit(cid, m.id, m.acquirer, amount, "CNY", at, auth_ids=auth_ids,
                      batch_id=batch_id)
-        if self._fault("duplicate"):
+        if self._fault("duplicate", m.acquirer):
             self._note("duplicate", m, subject)
             yield Credit(f"CR{next(self._ids):09d}", m.id, m.acquirer, amount, "CNY",
                          at + rng.randrange(MIN, 2 * HOUR), auth_ids=auth_ids, batch_id=batch_id)
-        if sales and self._fault("refund_netted"):
+        if sales and self._fault("refund_netted", m.acquirer):
             # a customer returns goods after the payment: the acquirer nets the refund into
             # this merchant's next credit
             s = sales[0]

@@ -102,7 +102,8 @@ def test_bad_lines_are_dead_letters_with_file_and_line_and_never_stop_the_run(tm
     dead = [json.loads(x) for x in (tmp_path / "out" / "deadletter.jsonl").read_text().splitlines()]
     assert [(d["reason"], d["offset"]) for d in dead] == [
         ("malformed_json", 2), ("bad_amount", 3), ("unknown_currency", 4), ("full_pan", 5)]
-    assert all(d["topic"] == auths for d in dead)
+    # the topic the file was read as and its base name, not the path as typed
+    assert all(d["topic"] == "pos.authorisations:a.jsonl" for d in dead)
     assert "4111111111111111" not in (tmp_path / "out" / "deadletter.jsonl").read_text()
     assert result.rejected == 4 and result.events == 7
 
@@ -153,3 +154,116 @@ def test_check_config_names_the_bad_key(tmp_path):
     result = CliRunner().invoke(main, ["check-config", "--config", str(bad)])
     assert result.exit_code != 0
     assert "cycles[2].due" in result.output
+
+
+# ---- output is a function of the input alone (issue 14 item 10) ------------------------------
+
+
+def history(tmp_path: Path, extra_auths: list[bytes] = (), extra_credits: list[bytes] = (),
+            at: int = 3) -> tuple[str, str]:
+    """Three days of instant sales every 20 minutes, each paid 10 minutes later except every
+    7th (missing): a history file pair, with extra lines put in after line `at`."""
+    auths, credits = [], []
+    for n in range(3 * 72):
+        t = T0 + n * 20 * MIN
+        auths.append(line(event_id=f"e{n}", auth_id=f"a{n}", event_time=wire.format_time_ms(t)))
+        if n % 7:
+            credits.append(credit_line(credit_id=f"c{n}", auth_ids=[f"a{n}"],
+                                       event_time=wire.format_time_ms(t + 10 * MIN)))
+    auths[at:at] = list(extra_auths)
+    credits[at:at] = list(extra_credits)
+    return write(tmp_path / "auths.jsonl", auths), write(tmp_path / "credits.jsonl", credits)
+
+
+UNTIL = T0 + 4 * 86_400_000
+
+
+def test_file_replay_output_depends_neither_on_the_wall_clock_nor_on_the_path_as_typed(
+        tmp_path, monkeypatch):
+    far = line(event_id="ef", auth_id="af", event_time="2099-01-01T00:00:00Z")
+    history(tmp_path, extra_auths=[far], at=100)
+    outputs = []
+    for n, (now, cwd, prefix) in enumerate([(1_800_000_000.0, tmp_path, ""),
+                                             (4_200_000_000.0, tmp_path.parent,
+                                              tmp_path.name + "/")]):
+        monkeypatch.setattr("time.time", lambda now=now: now)
+        monkeypatch.chdir(cwd)
+        replay_files(POLICY, [prefix + "auths.jsonl", prefix + "credits.jsonl"],
+                     str(tmp_path / f"out{n}"), UNTIL)
+        outputs.append({name: (tmp_path / f"out{n}" / name).read_bytes()
+                        for name in ("findings.jsonl", "deadletter.jsonl", "summary.json")})
+    assert outputs[0] == outputs[1]
+    dead = json.loads(outputs[0]["deadletter.jsonl"])
+    assert dead["reason"] == "future_timestamp"
+    assert dead["topic"] == "pos.authorisations:auths.jsonl"
+
+
+def test_a_sale_stamped_weeks_after_its_neighbours_is_future_and_steers_nothing(tmp_path):
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    expected = replay_files(POLICY, list(history(clean)), str(clean / "out"), UNTIL)
+    weeks = line(event_id="ew", auth_id="aw",
+                 event_time=wire.format_time_ms(T0 + 21 * 86_400_000))
+    result = replay_files(POLICY, list(history(tmp_path, extra_auths=[weeks], at=40)),
+                          str(tmp_path / "out"), UNTIL)
+    assert expected.by_kind == {"missing": 31} and result.by_kind == expected.by_kind
+    assert (tmp_path / "out" / "findings.jsonl").read_bytes() == (
+        clean / "out" / "findings.jsonl").read_bytes()
+    (dead,) = [json.loads(x) for x in (tmp_path / "out" / "deadletter.jsonl").read_bytes()
+               .splitlines()]
+    assert (dead["reason"], dead["offset"]) == ("future_timestamp", 41)
+    # the record time is where the file was: the sales around line 41, not the wall clock
+    assert "after the record time 2026-10-09T1" in dead["message"]
+
+
+def test_a_jump_that_the_following_lines_confirm_is_no_future(tmp_path):
+    # the terminals were switched off for a week: the file's own lines move on with the sale
+    later = [line(event_id=f"j{n}", auth_id=f"j{n}",
+                  event_time=wire.format_time_ms(T0 + 7 * 86_400_000 + n * MIN))
+             for n in range(6)]
+    auths = write(tmp_path / "a.jsonl", [line()] + later)
+    result = replay_files(POLICY, [auths], str(tmp_path / "out"), T0 + 8 * 86_400_000)
+    assert result.rejected == 0 and result.by_kind == {"missing": 7}
+
+
+def test_the_last_line_of_a_file_is_judged_against_until(tmp_path):
+    auths = write(tmp_path / "a.jsonl", [
+        line(), line(event_id="e2", auth_id="a2", event_time=wire.format_time_ms(T0 + 3 * 3_600_000)),
+        line(event_id="e3", auth_id="a3", event_time="2099-01-01T00:00:00Z")])
+    result = replay_files(POLICY, [auths], str(tmp_path / "out"), T0 + 86_400_000)
+    assert result.by_reason == {"future_timestamp": 1} and result.by_kind == {"missing": 2}
+
+
+# ---- a line's topic is its parsed type and its file's (issue 14 item 11) ---------------------
+
+
+def test_a_sale_with_a_field_equal_to_settlement_credit_is_a_sale(tmp_path):
+    auths = write(tmp_path / "a.jsonl", [line(note="settlement_credit")])
+    credits = write(tmp_path / "c.jsonl", [credit_line()])
+    result = replay_files(POLICY, [auths, credits], str(tmp_path / "out"), T0 + 60 * MIN)
+    assert result.rejected == 0 and result.findings == 0
+
+
+def test_a_sale_inside_the_settlements_file_is_wrong_topic(tmp_path):
+    credits = write(tmp_path / "c.jsonl", [
+        credit_line(), line(event_id="e2", auth_id="a2"),
+        credit_line(credit_id="c3", auth_ids=["a1"], event_time=wire.format_time_ms(T0 + 11 * MIN))])
+    result = replay_files(POLICY, [credits], str(tmp_path / "out"), T0 + 60 * MIN)
+    dead = [json.loads(x) for x in (tmp_path / "out" / "deadletter.jsonl").read_bytes()
+            .splitlines()]
+    assert [(d["reason"], d["offset"], d["topic"]) for d in dead] == [
+        ("wrong_topic", 2, "pos.settlements:c.jsonl")]
+    assert result.events == 3 and result.rejected == 1
+
+
+def test_a_rejected_line_stamped_2099_steers_neither_the_merge_nor_a_clock(tmp_path):
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    replay_files(POLICY, list(history(clean)), str(clean / "out"), UNTIL)
+    bad = line(event_id="eb", auth_id="ab", amount_minor=-5, event_time="2099-01-01T00:00:00Z")
+    result = replay_files(POLICY, list(history(tmp_path, extra_auths=[bad], at=30)),
+                          str(tmp_path / "out"), UNTIL)
+    assert result.by_reason == {"bad_amount": 1}
+    # byte for byte, detected_at too: the findings became known at the same clocks
+    assert (tmp_path / "out" / "findings.jsonl").read_bytes() == (
+        clean / "out" / "findings.jsonl").read_bytes()

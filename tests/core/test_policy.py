@@ -566,3 +566,47 @@ def test_load_policy_reports_broken_toml_and_missing_files(tmp_path):
         load_policy(path)
     with pytest.raises(PolicyError, match="cannot read"):
         load_policy(tmp_path / "absent.toml")
+
+
+# ---- a cycle that can never apply is an error, not silence (issue 14 item 12) ----------------
+
+
+def cycles_doc(*cycles: dict) -> dict:
+    return changed(cycles=[{"mode": "per_sale", "due": "+1h", **c} for c in cycles])
+
+
+UNREACHABLE = [
+    # (cycles, the unreachable one, the one that takes its sales)
+    (({"acquirer": "*"}, {"acquirer": "acq-t1"}, {"acquirer": "*"}), 1, 0),
+    (({"acquirer": "acq-*"}, {"acquirer": "acq-t1"}, {"acquirer": "*"}), 1, 0),
+    (({"acquirer": "acq-*"}, {"acquirer": "acq-t?"}, {"acquirer": "*"}), 1, 0),
+    (({"acquirer": "acq-t1"}, {"acquirer": "acq-t1", "merchant_id": "m-*"}, {"acquirer": "*"}),
+     1, 0),
+    (({"acquirer": "acq-t1", "merchant_id": "m-*"}, {"acquirer": "acq-t1", "merchant_id": "m-1"},
+      {"acquirer": "*"}), 1, 0),
+    (({"acquirer": "a"}, {"acquirer": "b"}, {"acquirer": "a"}, {"acquirer": "*"}), 2, 0),
+]
+
+
+@pytest.mark.parametrize("cycles,hidden,by", UNREACHABLE)
+def test_a_cycle_covered_by_an_earlier_one_is_reported_unreachable(cycles, hidden, by):
+    with pytest.raises(PolicyError) as caught:
+        policy_from_dict(cycles_doc(*cycles))
+    assert caught.value.key == f"cycles[{hidden}]"
+    assert f"cycles[{by}]" in caught.value.message
+
+
+def test_specific_cycles_before_general_ones_are_fine():
+    policy = policy_from_dict(cycles_doc(
+        {"acquirer": "acq-t1", "merchant_id": "m-vip-*"}, {"acquirer": "acq-t1"},
+        {"acquirer": "acq-t?"}, {"acquirer": "acq-*", "merchant_id": "m-1"}, {"acquirer": "acq-*"},
+        {"acquirer": "*", "merchant_id": "m-2"}, {"acquirer": "*"}))
+    assert len(policy.cycles) == 7
+
+
+@pytest.mark.parametrize("name", ["Asia", "Europe", "A" * 300, "../etc/passwd", "Asia/\x00x"])
+def test_a_time_zone_that_is_a_directory_too_long_or_a_path_is_a_policy_error(name):
+    with pytest.raises(PolicyError) as caught:
+        policy_from_dict(changed(timezone=name))
+    assert caught.value.key == "timezone" and "unknown time zone" in caught.value.message
+    assert len(str(caught.value)) < 200

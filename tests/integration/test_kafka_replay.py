@@ -8,6 +8,7 @@ reconciler and with file replay over the same in-range events.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from html.parser import HTMLParser
 from pathlib import Path
@@ -225,7 +226,8 @@ def test_every_finding_has_evidence_a_merchant_can_hand_its_bank(replayed):
         for s in ev["sales"]:
             assert s["pan_masked"] is None or (len(s["pan_masked"]) == 16
                                                and s["pan_masked"][6:12] == "******")
-            assert s["event_time"] == wire.format_time_ms(s["event_time_ms"])
+            # RFC 3339 only: epoch milliseconds are 13-digit runs a card-number check can hit
+            assert wire.parse_time_ms(s["event_time"]) and "event_time_ms" not in s
             assert s["fee_rule"]["bps"] == POLICY.fee_bps(s["channel"])
             assert "expected_net_minor" in s
         assert ev["cycle"]["due"] and ev["cycle"]["timezone"]
@@ -247,9 +249,16 @@ def test_summary_names_the_range_offsets_and_counts(replayed, scenario):
     assert k["range"]["lead_in_from"] == "2026-10-06T00:00:00Z"
     assert k["reconcilers"] == [f"p{p}" for p in range(6)]
     assert len(k["offsets"]) == 12 and k["warnings"] == []
-    # the lead-in start skips the first simulated day; the tail stops before the last one
+    # the lead-in start skips the first simulated day; the end is each partition's end offset
     starts = [v[0] for v in k["offsets"].values()]
     assert any(s > 0 for s in starts)
+    r = k["records"]
+    assert r["read"] == result.records == k["records_in_offsets"]
+    assert r["read"] == r["in_range"] + r["lead_in"] + r["outside_range"] + r["filtered_out"]
+    assert r["in_range"] + r["lead_in"] == summary["events_read"]
+    assert r["skipped_by_end_lookup"] == r["not_read_after_end_run"] == 0
+    assert r["outside_range"] > 0  # the last simulated day, after to + tail
+    assert set(k["partitions"]) == set(k["offsets"])
     delays = json.loads((out / "settlement_delays.json").read_text())
     assert set(delays["acquirers"]) == {"acq-t1", "acq-d0", "acq-instant", "acq-std"}
     assert delays["acquirers"]["acq-instant"]["p90_s"] < delays["acquirers"]["acq-t1"]["p90_s"]
@@ -308,6 +317,9 @@ def test_the_report_is_one_offline_page_with_totals_plots_and_every_finding(repl
     text = " ".join(page.text)
     total = sum(1 for f in findings if f["status"] == "open")
     assert f"{total:,}" in text and "2026-10-08T00:00:00Z" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"{summary['kafka']['records']['read']:,}: " in text
+    assert "Records skipped by the end look-up" in text
     for kind in groups:
         n = sum(1 for f in findings if f["kind"] == kind)
         assert f"{kind} ({n:,})" in text
@@ -364,12 +376,18 @@ def test_compare_live_lists_what_the_live_monitor_missed_and_what_it_alone_repor
     assert 'id="compare-live"' not in (tmp_path / "report.html").read_text()
 
 
-def test_a_range_before_any_record_reads_nothing_and_finds_nothing(scenario, kafka_bootstrap,
-                                                                    tmp_path):
+def test_a_range_before_any_record_finds_nothing_and_says_what_it_read(scenario, kafka_bootstrap,
+                                                                        tmp_path):
     start = wire.parse_time_ms("2026-09-01T00:00:00Z")
     result = replay_kafka(POLICY, kafka_bootstrap, start, start + DAY, tmp_path,
-                          topics=scenario, lead_in_ms=DAY, tail_ms=HOUR, progress=False)
-    assert result.findings == 0 and result.events == 0 and result.records == 0
+                          topics=scenario, lead_in_ms=DAY, tail_ms=HOUR, end_run=100,
+                          progress=False)
+    assert result.findings == 0 and result.events == 0
+    # no single record's timestamp ends a read: each partition reads a run of 100 records
+    # stamped past the range before it stops
+    records = json.loads((tmp_path / "summary.json").read_text())["kafka"]["records"]
+    assert records["read"] == result.records == records["outside_range"] == 12 * 100
+    assert records["in_range"] == records["lead_in"] == 0
     assert (tmp_path / "findings.jsonl").read_bytes() == b""
     assert (tmp_path / "report.html").exists()
 
@@ -427,3 +445,89 @@ def test_the_progress_bar_shows_each_topic_the_rate_and_the_time_left_only_on_a_
     bar.update(force=True)
     bar.close()
     assert loud.text.startswith("\rreplay [") and loud.text.endswith("\n")
+
+
+# ---- record timestamps are not monotonic (issue 14 item 2) -----------------------------------
+#
+# Upstream, most records are stamped with their event time, but a producer that stamps its own
+# clock (an hour slow, but weeks after the history: the broker refuses stamps more than an hour
+# ahead of its own clock), or sends no timestamp so that it is stamped when sent, puts records
+# stamped far after the range in the middle of it; one whose
+# clock is behind stamps records before their event time (live dead-letters those as
+# future_timestamp). The read must not end at the first record stamped past the range.
+
+AHEAD, ON_ARRIVAL, BEHIND = "ahead", "on-arrival", "behind"
+
+
+def _stamps(events: list) -> list[str | None]:
+    """Per event (seeded): None (stamped with its event time) or how its record is stamped."""
+    import random
+    rnd = random.Random(14)
+    out = []
+    for _ in events:
+        x = rnd.random()
+        out.append(AHEAD if x < 0.02 else ON_ARRIVAL if x < 0.04 else BEHIND if x < 0.045
+                   else None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def stamped(kafka_bootstrap, kafka_admin, events):
+    """Topics holding the simulated week with 4.5% of the records stamped off their event time;
+    and the events as live would accept them (those stamped behind are future_timestamp)."""
+    topics = _create_topics(kafka_admin, f"s{uuid.uuid4().hex[:8]}.")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5,
+                             batch_size=256 * 1024)
+    stamps = _stamps(events)
+    for e, how in zip(events, stamps):
+        ts = {None: e.event_time_ms, AHEAD: int(time.time() * 1000) - HOUR, ON_ARRIVAL: None,
+              BEHIND: e.event_time_ms - 400 * DAY}[how]
+        producer.send(topics.settlements if type(e) is Credit else topics.authorisations,
+                      value=wire.event_to_json(e), key=e.merchant_id.encode(), timestamp_ms=ts)
+    producer.flush()
+    producer.close()
+    accepted = [e for e, how in zip(events, stamps) if how != BEHIND]
+    assert sum(1 for h in stamps if h in (AHEAD, ON_ARRIVAL)) > 100
+    return topics, accepted
+
+
+def test_records_stamped_far_after_the_range_amid_it_do_not_end_the_read(
+        stamped, kafka_bootstrap, tmp_path):
+    topics, accepted = stamped
+    result = replay_kafka(POLICY, kafka_bootstrap, FROM, TO, tmp_path / "kafka", topics=topics,
+                          lead_in_ms=LEAD_IN, workers=2, progress=False)
+    got = _findings(tmp_path / "kafka")
+    assert _comparable(got) == _comparable(_expected(accepted))
+    # ... and equal to file replay of the same events
+    fed = [e for e in accepted if FROM - LEAD_IN <= e.event_time_ms < TO]
+    auths, credits = tmp_path / "auths.jsonl", tmp_path / "credits.jsonl"
+    auths.write_bytes(b"".join(wire.event_to_json(e) + b"\n" for e in fed if type(e) is not Credit))
+    credits.write_bytes(b"".join(wire.event_to_json(e) + b"\n" for e in fed if type(e) is Credit))
+    replay_files(POLICY, [str(auths), str(credits)], str(tmp_path / "files"), TO)
+    from_files = [f for f in _findings(tmp_path / "files")
+                  if FROM <= wire.parse_time_ms(f["event_time"]) < TO]
+    assert _comparable(got) == _comparable(from_files)
+    summary = json.loads((tmp_path / "kafka" / "summary.json").read_text())
+    r = summary["kafka"]["records"]
+    # every partition read to its end offset: nothing skipped, the counts add up
+    assert r["read"] == result.records == summary["kafka"]["records_in_offsets"]
+    assert r["skipped_by_end_lookup"] == r["not_read_after_end_run"] == 0
+    assert r["read"] == r["in_range"] + r["lead_in"] + r["outside_range"] + r["filtered_out"]
+    assert r["in_range"] + r["lead_in"] == summary["events_read"]
+
+
+def test_a_run_of_records_stamped_past_the_range_ends_a_partition_early(
+        stamped, kafka_bootstrap, tmp_path):
+    topics, accepted = stamped
+    result = replay_kafka(POLICY, kafka_bootstrap, FROM, TO, tmp_path, topics=topics,
+                          lead_in_ms=LEAD_IN, end_run=50, workers=1, progress=False)
+    assert _comparable(_findings(tmp_path)) == _comparable(_expected(accepted))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    k = summary["kafka"]
+    assert k["range"]["end_run"] == 50
+    stopped = {n: p for n, p in k["partitions"].items() if p["stopped_by_run_at"] is not None}
+    assert len(stopped) == 12  # every partition has a last day stamped past to + tail
+    assert all(p["read"] + p["not_read"] == p["end"] - p["start"] for p in stopped.values())
+    assert k["records"]["not_read_after_end_run"] == sum(p["not_read"] for p in stopped.values())
+    assert k["records"]["not_read_after_end_run"] > 0
+    assert result.records == k["records"]["read"] < k["records_in_offsets"]

@@ -127,10 +127,30 @@ def worker_command(bootstrap: str, prefix: str, app_id: str, port: int, workdir:
             "--loglevel", "warning", *extra]
 
 
+def _committed_all(bootstrap: str, group: str, prefix: str) -> bool:
+    """The group's committed offsets have reached the end of both input topics."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.admin import KafkaAdminClient
+    topics = LiveConfig(topic_prefix=prefix).topics
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+        tps = [TopicPartition(t, p) for t in (topics.authorisations, topics.settlements)
+               for p in range(6)]
+        ends = consumer.end_offsets(tps)
+        return all(tp in offsets and offsets[tp].offset >= ends[tp] for tp in tps)
+    finally:
+        consumer.close()
+        admin.close()
+
+
 def run_mode(bootstrap: str, backlog: Backlog, mode: str, workers: int = 1,
              store: str = "memory://") -> dict[str, Any]:
     """Start `workers` processes of `mode` ("count-only" or "worker") on the backlog and time
-    them from their first record read to the last (from their own metrics)."""
+    them from their first record read until the group has committed the whole backlog. A
+    worker that exits for a restart (EXIT_RESTART) is started again, as a supervisor would."""
+    from streams.live.exits import EXIT_RESTART
     app_id = f"{backlog.prefix}{mode}{workers}"
     procs = []
     for i in range(workers):
@@ -139,46 +159,58 @@ def run_mode(bootstrap: str, backlog: Backlog, mode: str, workers: int = 1,
         cmd = worker_command(bootstrap, backlog.prefix, app_id, port, workdir, "--store", store)
         if mode == "count-only":
             cmd.append("--count-only")
-        with open(os.path.join(workdir, "worker.log"), "wb") as out:
-            procs.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                           cwd=workdir), port, workdir))
+        procs.append([None, port, workdir, cmd])
+
+    def start(entry: list) -> None:
+        with open(os.path.join(entry[2], "worker.log"), "ab") as out:
+            entry[0] = subprocess.Popen(entry[3], stdout=out, stderr=subprocess.STDOUT,
+                                        cwd=entry[2])
+    for entry in procs:
+        start(entry)
     first = last = None
-    n = 0.0
+    restarts = 0
+    changelog = 0.0
     peak: dict[int, float | None] = {}
     deadline = time.monotonic() + 180 + backlog.records / 500
     try:
-        while time.monotonic() < deadline and all(p.poll() is None for p, _, _ in procs):
-            # Not faster: each scrape sums the open items (settlewatch_open_items), which costs
-            # the worker time in proportion to its state (Prometheus scrapes every 15 s).
-            time.sleep(0.5)
-            counts = [_metric_sum(port, "settlewatch_events_read_total") for _, port, _ in procs]
-            if any(c is None for c in counts):
+        while time.monotonic() < deadline:
+            time.sleep(1)  # each scrape reads the open-item counters: not too often
+            for entry in procs:
+                rc = entry[0].poll()
+                if rc == EXIT_RESTART:
+                    restarts += 1
+                    start(entry)
+                elif rc is not None:
+                    raise click.ClickException(f"{mode}: a worker exited {rc}; log in "
+                                               f"{entry[2]}")
+            if first is None:
+                counts = [_metric_sum(e[1], "settlewatch_events_read_total") for e in procs]
+                if any(counts):
+                    first = time.monotonic()
                 continue
-            n = sum(c or 0 for c in counts)
-            if n and first is None:
-                first = (time.monotonic(), n)
-            if n >= backlog.records:
+            for entry in procs:
+                peak[entry[0].pid] = max(peak.get(entry[0].pid) or 0,
+                                         _peak_rss_mb(entry[0].pid) or 0)
+            if _committed_all(bootstrap, app_id, backlog.prefix):
                 last = time.monotonic()
                 break
-        changelog = sum(_metric_sum(port, "settlewatch_changelog_bytes_total") or 0
-                        for _, port, _ in procs)
-        for p, _, _ in procs:
-            peak[p.pid] = _peak_rss_mb(p.pid)
+        changelog = sum(_metric_sum(e[1], "settlewatch_changelog_bytes_total") or 0
+                        for e in procs)
     finally:
-        for p, _, _ in procs:
-            p.terminate()
-        for p, _, _ in procs:
+        for entry in procs:
+            entry[0].terminate()
+        for entry in procs:
             try:
-                p.wait(30)
+                entry[0].wait(30)
             except subprocess.TimeoutExpired:
-                p.kill()
+                entry[0].kill()
     if first is None or last is None:
-        raise click.ClickException(f"{mode}: read {n:.0f} of {backlog.records} records; "
-                                   f"logs in {', '.join(w for _, _, w in procs)}")
-    rate = (backlog.records - first[1]) / max(last - first[0], 1e-9)
-    return {"records_per_s": round(rate), "seconds": round(last - first[0], 2),
+        raise click.ClickException(f"{mode}: the backlog was not committed in time; logs in "
+                                   f"{', '.join(e[2] for e in procs)}")
+    return {"records_per_s": round(backlog.records / max(last - first, 1e-9)),
+            "seconds": round(last - first, 2), "restarts": restarts,
             "changelog_bytes_per_input_byte": round(changelog / backlog.input_bytes, 3),
-            "peak_rss_mb": max((v for v in peak.values() if v is not None), default=None)}
+            "peak_rss_mb": max((v for v in peak.values() if v), default=None)}
 
 
 def bench_worker(bootstrap: str, events: int, *, merchants: int = 2_000, workers: int = 1,
@@ -204,9 +236,11 @@ def bench_worker(bootstrap: str, events: int, *, merchants: int = 2_000, workers
               "worker_peak_rss_mb": work["peak_rss_mb"],
               "count_only_peak_rss_mb": base["peak_rss_mb"],
               "worker_seconds": work["seconds"], "count_only_seconds": base["seconds"],
+              "worker_restarts": work["restarts"],
               "load_average_1m": [load_before, load_average()]}
     if many is not None:
         result.update({"workers": workers, "workers_records_per_s": many["records_per_s"],
+                       "workers_restarts": many["restarts"],
                        "workers_speedup": round(many["records_per_s"]
                                                 / max(work["records_per_s"], 1), 2)})
     echo(json.dumps(result))

@@ -529,8 +529,12 @@ def _open_counts(rec) -> Iterable[tuple[str, str, int, int, int, int, int]]:
     keeps them, else one row per item of `open_items()`."""
     summary = getattr(rec, "open_summary", None)
     if summary is not None:
-        for (acquirer, currency, minute), (n, amount, n_missing, missing_minor) in \
-                summary().items():
+        try:  # the scrape thread reads while the event loop changes state: skip a torn read
+            rows = list(summary().items())
+        except (ValueError, RuntimeError, KeyError, IndexError):
+            log.debug("open-items summary changed while read; skipped this scrape")
+            return
+        for (acquirer, currency, minute), (n, amount, n_missing, missing_minor) in rows:
             yield acquirer, currency, minute * 60_000, n, amount, n_missing, missing_minor
         return
     for acquirer, currency, first_sale_ms, expected_minor, is_missing in rec.open_items():

@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast check dashboards bench stack-up stack-down clean pictures
+.PHONY: setup demo test test-fast test-faults fuzz check dashboards bench stack-up stack-down clean pictures
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,26 @@ demo: setup
 test: setup
 	$(BIN)/pytest -q
 
+## test-faults: every fault test against the real services, the long ones too (marker
+## `faults`: a worker killed in a rebalance, the broker restarted during a restore, lost
+## changelogs, Alertmanager down and a refusing SMTP relay); prints the faults table at the end.
+## `make test` runs the short ones (a SIGKILL at two points, a 30 s broker outage, late data).
+test-faults: setup
+	SW_TEST_FAULTS=1 $(BIN)/pytest -q tests/integration/test_faults.py \
+	    tests/integration/test_faults_long.py tests/integration/test_faults_alerting.py
+
 ## test-fast: the pure core and the rooms above it, no services.
 test-fast: $(STAMP)
 	$(BIN)/pytest -q tests/core tests/wire tests/live tests/audit tests/sim tests/test_layout.py
+
+## fuzz: the parser and file-replay fuzz suites (tests/wire/test_fuzz.py,
+## tests/audit/test_replay_fuzz.py) with many more cases than `make test` runs (1000, 1000 and
+## 500 parser cases, 300 replays there; here FUZZ_EXAMPLES and a twentieth of it for replays).
+## No services needed.
+FUZZ_EXAMPLES ?= 50000
+fuzz: $(STAMP)
+	SETTLEWATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/wire/test_fuzz.py \
+	    tests/audit/test_replay_fuzz.py
 
 ## check: alert rules with Prometheus' own tools, dashboards regenerate to the committed JSON.
 check: setup

@@ -100,10 +100,12 @@ def _statement(f: Finding, ev: dict, cycle: dict | None) -> list[str]:
             extra += f", reversed {money(s['reversed_minor'], cur)}"
         if s.get("refunded_minor"):
             extra += f", refunded {money(s['refunded_minor'], cur)}"
+        # The card goes last, after a word: "411111******1111: 1,234,567.89" would read as
+        # a 13-digit number (1111 and the amount's digits) to a card-number scan.
         lines.append(f"sale {s['auth_id']} at {s['event_time']} on terminal {s['terminal_id']}"
-                     f", card {s.get('pan_masked') or 'not given'}: "
-                     f"{money(s['amount_minor'], cur)} {s['status']}, {fee}{extra}"
-                     f", net due {money(s['expected_net_minor'], cur)}")
+                     f": {money(s['amount_minor'], cur)} {s['status']}, {fee}{extra}"
+                     f", net due {money(s['expected_net_minor'], cur)}"
+                     f"; card {s.get('pan_masked') or 'not given'}")
     for c in ev["credits"]:
         lines.append(f"credit {c['credit_id']} booked {c['event_time']}: "
                      f"{money(c['amount_minor'], c['currency'])}"

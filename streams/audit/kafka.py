@@ -80,6 +80,7 @@ from streams.wire import Topics
 from streams.audit.delays import DelayObserver, merge_delays
 from streams.audit.files import ReplayResult, ReplayRun
 from streams.core.policy import Policy
+from streams.kafka_security import from_environment as kafka_security
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -239,7 +240,8 @@ def _consumer(bootstrap: str, overrides: dict[str, Any] | None = None):
     if config.get("group_id") is not None:
         raise ReplayError("replay never joins a consumer group (group_id must be None)")
     try:
-        return KafkaConsumer(bootstrap_servers=bootstrap, **config)
+        return KafkaConsumer(bootstrap_servers=bootstrap,
+                             **{**kafka_security().kafka_python(), **config})
     except KafkaError as exc:
         raise ReplayError(f"no Kafka broker answers at {bootstrap} ({exc})") from exc
 

@@ -57,11 +57,14 @@ import orjson
 from faust.types import TP
 
 from streams.core.policy import Policy, default_policy, load_policy
+from streams.kafka_security import from_environment as kafka_security
 from streams.live.config import LiveConfig
 from streams.live.diagnostics import dump_tasks
 from streams.live.exits import _die, arm_stop_deadline, exit_for_restart
 from streams.live.faust_compat import in_partition, repair_acks
 from streams.live.health import worker_readiness
+from streams.live.faults import fault_point
+from streams.live.state_guard import refuse_lost_state
 from streams.live.partition import (
     AUTH,
     SETTLEMENT,
@@ -207,7 +210,8 @@ class Runtime:
         tps = [TopicPartition(topic, p) for p in partitions
                for topic in (t.authorisations, t.settlements)]
         admin = AIOKafkaAdminClient(bootstrap_servers=self.cfg.bootstrap,
-                                    client_id=f"{self.cfg.app_id}-offsets")
+                                    client_id=f"{self.cfg.app_id}-offsets",
+                                    **kafka_security().aiokafka())
         await admin.start()
         try:
             offsets = await admin.list_consumer_group_offsets(self.cfg.app_id, partitions=tps)
@@ -232,7 +236,8 @@ class Runtime:
             from aiokafka import AIOKafkaConsumer
             self._aux = AIOKafkaConsumer(
                 bootstrap_servers=self.cfg.bootstrap, group_id=None, enable_auto_commit=False,
-                client_id=f"{self.cfg.app_id}-aux", max_partition_fetch_bytes=MAX_VALUE_BYTES)
+                client_id=f"{self.cfg.app_id}-aux", max_partition_fetch_bytes=MAX_VALUE_BYTES,
+                **kafka_security().aiokafka())
             await self._aux.start()
         return self._aux
 
@@ -333,8 +338,10 @@ class Runtime:
                 durable.append(await deadletter.send(key=d.key, value=d.value, force=True))
             flushed.append((lp, await self._write_state(lp, p, evs[-1], now, durable)))
         self.stage = f"waiting for {len(durable)} changelog/dead-letter acks"
+        fault_point("before_state_acked")  # test-only switch (streams.live.faults)
         if durable:
             await asyncio.gather(*durable)
+        fault_point("after_state_acked_before_send")
         self.stage = "sending findings"
         for lp, fl in flushed:
             for mid, key, record in fl.publish:
@@ -577,6 +584,7 @@ def _faust_app(cfg: LiveConfig) -> faust.App:
     return faust.App(
         cfg.app_id,
         broker=f"kafka://{cfg.bootstrap}",
+        broker_credentials=kafka_security().faust_credentials(faust),  # SETTLEWATCH_KAFKA_*
         store=cfg.store,
         datadir=str(data_dir_of(cfg)),
         key_serializer="raw",
@@ -713,7 +721,8 @@ def check_topics(cfg: LiveConfig, timeout_s: float = 30.0) -> list[str]:
     while True:
         try:
             admin = KafkaAdminClient(bootstrap_servers=cfg.bootstrap,
-                                     client_id=f"{cfg.app_id}-check", request_timeout_ms=5000)
+                                     client_id=f"{cfg.app_id}-check", request_timeout_ms=5000,
+                                     **kafka_security().kafka_python())
             break
         except Exception as exc:
             if time.monotonic() > deadline:
@@ -775,6 +784,12 @@ def run_worker(cfg: LiveConfig, *, count_only: bool = False) -> None:
     loop = use_uvloop()
     policy = load_policy_for(cfg)
     app = create_app(cfg, policy, count_only=count_only)
+    lost = refuse_lost_state(cfg.bootstrap, cfg.app_id,  # changelogs deleted or cut short
+                             (cfg.topics.authorisations, cfg.topics.settlements),
+                             [t.changelog_topic_name for t in app.tables.values()],
+                             kafka_security().kafka_python(), ticks=cfg.topics.ticks)
+    if lost:
+        raise click.ClickException(lost)
     log.info("settlewatch worker %s%s: %s on %s, topics %s, tick every %dms at wall clock - %dms, "
              "store %s, %s event loop", cfg.app_id, " (count only)" if count_only else "",
              cfg.config or "default policy", cfg.bootstrap, ", ".join(cfg.topics.all()),

@@ -14,6 +14,13 @@ In-process use (tests):
         msg = sink.wait_for(lambda m: "ACQ-A" in m["Subject"], timeout=120)
         body = text_of(msg)
 
+Switches for tests of the mail path (issue 15):
+- `tls=(certfile, keyfile)` (`--tls-cert`, `--tls-key`): offer STARTTLS and require it before
+  AUTH and MAIL, as a real relay does; `sink.tls_sessions` counts the sessions that upgraded.
+- `sink.refuse = True` (`--refuse-for SECONDS` on the command line): answer every recipient
+  with a temporary failure (451 at RCPT), as a greylisting or over-quota relay does;
+  `sink.refused` counts them. Alertmanager tries the notification again later.
+
 Not a relay: nothing is forwarded. It binds 127.0.0.1 unless told otherwise.
 """
 from __future__ import annotations
@@ -41,11 +48,28 @@ class MaildirHandler:
     """aiosmtpd handler: store each message as a file, report it on `echo`."""
 
     def __init__(self, maildir: Path, echo: Callable[[str], None] | None = print) -> None:
+        self.refuse = False  # True: 451 to every message (a relay that cannot take mail now)
+        self.refused = 0
+        self.tls_sessions = 0
         self.maildir = Path(maildir)
         self.maildir.mkdir(parents=True, exist_ok=True)
         self.echo = echo
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
+
+    def handle_STARTTLS(self, server, session, envelope) -> bool:  # called, not awaited
+        with self._lock:
+            self.tls_sessions += 1
+        return True
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        # Refused at RCPT, as greylisting and full mailboxes are: the client keeps the mail.
+        if self.refuse:
+            with self._lock:
+                self.refused += 1
+            return "451 4.3.0 settlewatch-smtpsink refuses mail for now (test switch)"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:
         raw: bytes = envelope.original_content or envelope.content
@@ -86,14 +110,23 @@ class SmtpSink:
 
     def __init__(self, maildir: Path | str, host: str = "127.0.0.1", port: int = 0, *,
                  auth: tuple[str, str] | None = None,
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None,
+                 tls: tuple[str | Path, str | Path] | None = None) -> None:
         self.maildir = Path(maildir)
         self.host = host
         self.port = port or free_port(host)
         self.handler = MaildirHandler(self.maildir, echo=echo)
         self.authenticator = _Authenticator(*auth) if auth else None
         kwargs: dict = {}
-        if self.authenticator is not None:
+        if tls is not None:
+            import ssl
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            kwargs.update(tls_context=context, require_starttls=True)
+        if self.authenticator is not None and tls is not None:
+            kwargs.update(authenticator=self.authenticator, auth_required=True,
+                          auth_require_tls=True, auth_exclude_mechanism=["LOGIN"])
+        elif self.authenticator is not None:
             # Plain-text AUTH is acceptable on loopback only; a real relay would use STARTTLS.
             # PLAIN only: aiosmtpd's LOGIN challenge ("User Name") is not the "Username:" that
             # Alertmanager's LOGIN client expects, which then aborts with "unexpected server
@@ -105,6 +138,22 @@ class SmtpSink:
                                         UserWarning, "aiosmtpd.smtp")
         self._controller = Controller(self.handler, hostname=host, port=self.port,
                                       server_hostname="settlewatch-smtpsink", **kwargs)
+
+    @property
+    def refuse(self) -> bool:
+        return self.handler.refuse
+
+    @refuse.setter
+    def refuse(self, value: bool) -> None:
+        self.handler.refuse = value
+
+    @property
+    def refused(self) -> int:
+        return self.handler.refused
+
+    @property
+    def tls_sessions(self) -> int:
+        return self.handler.tls_sessions
 
     def start(self) -> SmtpSink:
         self._controller.start()
@@ -157,8 +206,15 @@ def text_of(msg: EmailMessage, subtype: str = "plain") -> str:
 @click.option("--auth-user", help="Require SMTP AUTH with this user.")
 @click.option("--auth-password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="File holding the AUTH password (all of it: no trailing newline).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Offer STARTTLS with this certificate (PEM) and require it.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The certificate's private key (PEM).")
+@click.option("--refuse-for", type=float, default=0.0,
+              help="Answer 451 (try again later) to every mail for this many seconds.")
 def smtp_sink_command(host: str, port: int, maildir: Path, auth_user: str | None,
-                      auth_password_file: Path | None) -> None:
+                      auth_password_file: Path | None, tls_cert: Path | None = None,
+                      tls_key: Path | None = None, refuse_for: float = 0.0) -> None:
     """A local SMTP server that keeps every mail as a file (for the demo and tests)."""
     auth = None
     if auth_user:
@@ -171,13 +227,20 @@ def smtp_sink_command(host: str, port: int, maildir: Path, auth_user: str | None
         click.echo(line)
         sys.stdout.flush()
 
-    sink = SmtpSink(maildir, host, port, auth=auth, echo=echo)
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    sink = SmtpSink(maildir, host, port, auth=auth, echo=echo,
+                    tls=(tls_cert, tls_key) if tls_cert and tls_key else None)
+    if refuse_for > 0:
+        sink.refuse = True
+        threading.Timer(refuse_for, lambda: setattr(sink, "refuse", False)).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     sink.start()
     echo(f"smtpsink listening on {host}:{sink.port}, maildir {maildir}"
-         + (f", AUTH as {auth_user}" if auth else ""))
+         + (f", AUTH as {auth_user}" if auth else "") + (", STARTTLS required" if tls_cert else "")
+         + (f", refusing mail for {refuse_for:g}s" if refuse_for > 0 else ""))
     try:
         stop.wait()
     finally:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from streams import wire
 from streams.core.events import Credit, PosEvent
+from streams.kafka_security import from_environment as kafka_security
 
 log = logging.getLogger("settlewatch.producer")
 
@@ -57,7 +58,8 @@ def make_producer(bootstrap: str, **overrides):
     """A kafka-python producer tuned for throughput with acks=all (idempotent by default)."""
     from kafka import KafkaProducer
     opts = dict(bootstrap_servers=bootstrap, acks="all", linger_ms=10,
-                batch_size=256 * 1024, client_id="settlewatch-simulator")
+                batch_size=256 * 1024, client_id="settlewatch-simulator",
+                **kafka_security().kafka_python())  # SETTLEWATCH_KAFKA_*
     opts.update(overrides)
     return KafkaProducer(**opts)
 

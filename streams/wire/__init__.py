@@ -3,10 +3,10 @@
 Owns the topic names (`topics`), card-number detection and masking (`pan`), RFC 3339 <-> ms
 (`times`), decoding and validating input records into core events or a `Reject` with a reason
 (`decode`), and encoding events, findings and dead letters (`encode`); the JSON Schemas of the
-contract are in `schemas/`. It may import `streams.core` and orjson, never faust, Kafka clients,
-metrics or anything above it, and reads no clock: callers pass the record time. This package
-re-exports the public names of its modules, so callers write `from streams import wire` and
-`wire.parse(...)`.
+contract are in `schemas/`. It may import `streams.core`, orjson and numpy (for the linear
+card-number scan), never faust, Kafka clients, metrics or anything above it, and reads no
+clock: callers pass the record time. This package re-exports the public names of its modules,
+so callers write `from streams import wire` and `wire.parse(...)`.
 """
 from __future__ import annotations
 
@@ -18,14 +18,20 @@ from streams.wire.decode import (
     BAD_TIME,
     BAD_TYPE,
     DUPLICATE_AUTH_ID,
+    DUPLICATE_KEY,
     EMPTY_FIELD,
     FULL_PAN,
     FUTURE_TIMESTAMP,
     MALFORMED_JSON,
     MAX_AMOUNT_MINOR,
+    MAX_EVENT_TIME_MS,
     MAX_FUTURE_MS,
+    MAX_RECORD_BYTES,
+    MIN_EVENT_TIME_MS,
     MISSING_FIELD,
     REASONS,
+    TOO_LARGE,
+    TOO_LARGE_PREFIX_BYTES,
     UNKNOWN_CURRENCY,
     UNKNOWN_TYPE,
     WRONG_TOPIC,
@@ -47,7 +53,9 @@ from streams.wire.pan import (
     luhn_ok,
     mask_pans,
     mask_pans_text,
+    mask_prefix,
     pan_spans,
+    text_has_pan,
 )
 from streams.wire.times import (
     format_time_ms,
@@ -76,10 +84,18 @@ __all__ = [
     "mask_pans",
     "mask_pans_text",
     "contains_pan",
+    "mask_prefix",
+    "text_has_pan",
     "parse_time_ms",
     "format_time_ms",
     "MAX_AMOUNT_MINOR",
     "MAX_FUTURE_MS",
+    "MAX_RECORD_BYTES",
+    "MIN_EVENT_TIME_MS",
+    "MAX_EVENT_TIME_MS",
+    "TOO_LARGE_PREFIX_BYTES",
+    "TOO_LARGE",
+    "DUPLICATE_KEY",
     "FULL_PAN",
     "MALFORMED_JSON",
     "MISSING_FIELD",

@@ -3,38 +3,60 @@
 Owns: the topic names, decoding and validating the two input topics into `PosEvent` and `Credit`
 (or a `Reject` with a reason code), card-number (PAN) detection and masking, RFC 3339 <-> ms
 conversion, and encoding of events (for the simulator), findings (settlewatch.anomalies) and
-dead letters (settlewatch.deadletter). It imports the core vocabulary and orjson, nothing of
-faust, Kafka or metrics, and reads no clock: the caller passes the record time.
+dead letters (settlewatch.deadletter). It imports the core vocabulary and orjson (the standard
+json module for what orjson cannot tell: repeated keys, numbers beyond double range), nothing
+of faust, Kafka or metrics, and reads no clock: the caller passes the record time.
+
+Knobs for callers (the live worker, file and Kafka replay): `parse(..., max_future_ms=
+MAX_FUTURE_MS, max_record_bytes=MAX_RECORD_BYTES)`.
 
 The same rules, as far as JSON Schema can say them, are in streams/wire/schemas/*.json.
 
 Reason codes of a `Reject` (checked in this order; the first failure wins):
-  full_pan          a 13-19 digit number passing the Luhn check anywhere in the bytes, also with
-                    single spaces or dashes between digit groups, also inside malformed bytes and
-                    behind \\u escapes; a `pan_masked` that is in fact a full PAN is full_pan too
-  malformed_json    empty record, not UTF-8, not JSON, or JSON but not an object
+  too_large         the record is longer than `max_record_bytes` (default 1,048,576, Kafka's
+                    default message size); the dead letter keeps a masked prefix only
+  malformed_json    empty record, not UTF-8, not JSON, or JSON but not an object (a number
+                    beyond double range is JSON: in an ignored field it is ignored)
+  duplicate_key     the top-level object has the same key twice (also spelt differently, as
+                    "a\\u005fb" and "a_b"); the parser would keep the last, a reader the first
   missing_field     a required field is absent (the message names it)
   bad_type          a field has the wrong JSON type (null for a required field, bool for an
                     integer, a number for a string, ...)
   unknown_type      `type` is a string but not one of the four event types
   empty_field       an id (event_id, auth_id, merchant_id, terminal_id, acquirer, channel,
                     credit_id, batch_id, an auth_ids item) is the empty string
-  bad_amount        amount_minor not an integer (1.0 too), <= 0 or > MAX_AMOUNT_MINOR;
+  bad_amount        amount_minor not an integer (1.0 and 1e400 too), <= 0 or > MAX_AMOUNT_MINOR;
                     fee_minor not an integer, < 0 or > MAX_AMOUNT_MINOR
   unknown_currency  currency not an active ISO 4217 code of streams.core.currencies
-  bad_time          event_time not RFC 3339 (date, 'T', time, 'Z' or a +hh:mm/-hh:mm offset)
+  bad_time          event_time not RFC 3339 (date, 'T', time, 'Z' or a +hh:mm/-hh:mm offset), or
+                    an impossible time: before 2000-01-01T00:00:00Z, or not before
+                    9999-01-01T00:00:00Z (then some time zone has no calendar date for it, or
+                    its deadlines would fall outside the calendar)
   bad_status        authorisation status not "approved" or "declined"
   bad_pan_masked    pan_masked not shaped like a masked PAN (up to 6 digits, one or more of
                     '*', 'x', 'X', '#', up to 4 digits; 12-19 characters)
   duplicate_auth_id the same auth_id twice in a credit's auth_ids
+  full_pan          a card number in a field that is stored: pan_masked (where a terminal may
+                    put one by mistake; checked with pan_masked, so before bad_pan_masked and
+                    the checks after it), an id or a reference (stan, rrn, auth_code, batch_id,
+                    an auth_ids item; checked once the event is otherwise valid). A card number
+                    is what streams.wire.pan reads as one: 13-19 digits passing Luhn, Unicode
+                    digits read as ASCII, any run of separators between digit groups
   future_timestamp  event_time > record time + max_future_ms (never reaches the watermark)
   wrong_topic       a valid event of the other input topic
+Where a card number may be: only the contract's fields are kept (in state, findings, evidence),
+so only they are searched. An unknown field is dropped whatever it holds (an epoch-ms
+timestamp, a numeric id, even a card number), so it rejects nothing. Amounts are at most
+10**12 and cannot be one. A numeric id of 13-19 digits that passes Luhn cannot be told from a
+card number and is full_pan: it could not be stored. Every `Reject.raw` and message has every
+candidate masked, wherever it is (streams.wire.pan.mask_pans).
 Unknown extra fields are ignored. Optional fields may be absent or null. `status` is read on
 authorisations only (on a reversal or refund it is an unknown extra field). stan, rrn and
 auth_code may be empty strings; ids may not.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -53,11 +75,12 @@ from streams.core.events import (
     PosEvent,
 )
 from streams.wire.pan import (
-    _RUN_NEEDLE,
+    _NEEDLE,
     _RUN_TABLE,
-    _mask_spans,
+    mask_pans,
     mask_pans_text,
-    pan_spans,
+    mask_prefix,
+    text_has_pan,
 )
 from streams.wire.times import (
     _time_ms_or_none,
@@ -70,6 +93,13 @@ from streams.wire.topics import (
 
 MAX_AMOUNT_MINOR = 10**12
 MAX_FUTURE_MS = 900_000  # contract default max_future: 15 minutes
+MAX_RECORD_BYTES = 1_048_576  # contract default max_record_bytes: Kafka's default message size
+TOO_LARGE_PREFIX_BYTES = 4096  # what a too_large dead letter keeps of the record
+# Event times the core can take: from 2000-01-01 (contract) to a year before the calendar ends,
+# so that the local date in any time zone (UTC-12 to UTC+14) and every deadline, horizon
+# (missing_horizon: 90 days) and holiday reckoned from it, up to 300 days on, is a date.
+MIN_EVENT_TIME_MS = 946_684_800_000      # 2000-01-01T00:00:00Z
+MAX_EVENT_TIME_MS = 253_370_764_800_000  # 9999-01-01T00:00:00Z (exclusive)
 
 FULL_PAN = "full_pan"
 MALFORMED_JSON = "malformed_json"
@@ -85,10 +115,12 @@ BAD_PAN_MASKED = "bad_pan_masked"
 DUPLICATE_AUTH_ID = "duplicate_auth_id"
 FUTURE_TIMESTAMP = "future_timestamp"
 WRONG_TOPIC = "wrong_topic"
+TOO_LARGE = "too_large"
+DUPLICATE_KEY = "duplicate_key"
 REASONS: tuple[str, ...] = (
-    FULL_PAN, MALFORMED_JSON, MISSING_FIELD, BAD_TYPE, UNKNOWN_TYPE, EMPTY_FIELD, BAD_AMOUNT,
-    UNKNOWN_CURRENCY, BAD_TIME, BAD_STATUS, BAD_PAN_MASKED, DUPLICATE_AUTH_ID, FUTURE_TIMESTAMP,
-    WRONG_TOPIC,
+    TOO_LARGE, MALFORMED_JSON, DUPLICATE_KEY, MISSING_FIELD, BAD_TYPE, UNKNOWN_TYPE, EMPTY_FIELD,
+    BAD_AMOUNT, UNKNOWN_CURRENCY, BAD_TIME, BAD_STATUS, BAD_PAN_MASKED, DUPLICATE_AUTH_ID,
+    FULL_PAN, FUTURE_TIMESTAMP, WRONG_TOPIC,
 )
 
 _POS_TYPES = {AUTHORISATION: AUTHORISATION, REVERSAL: REVERSAL, REFUND: REFUND}
@@ -101,10 +133,9 @@ _CURRENCY = {c: c for c in CURRENCY_CODES}
 class Reject:
     """An input record that is not a valid event of its topic: a dead letter to be.
 
-    `raw` is the original bytes with every full card number masked (first 6 and last 4 digits
-    kept); when a card number was spelt with JSON \\u escapes, those escapes of digits, spaces
-    and dashes are expanded in `raw` so that the number can be masked. `message` is for
-    people and never holds a full card number.
+    `raw` is the original bytes with every digit run that could be a card number masked
+    (first 6 and last 4 digits kept; each masked character or JSON escape becomes one '*'),
+    or for too_large a masked prefix. `message` is for people and never holds a card number.
     """
 
     reason: str
@@ -152,7 +183,8 @@ def _bad_int(d: dict, name: str, minimum: int) -> _Invalid:
         return _Invalid(BAD_AMOUNT, f"{name} must be an integer of minor units, got {_show(v)}")
     if type(v) is not int:
         return _Invalid(BAD_TYPE, f"{name} must be an integer, got {_jtype(v)}")
-    return _Invalid(BAD_AMOUNT, f"{name} must be in [{minimum}, {MAX_AMOUNT_MINOR}], got {v}")
+    return _Invalid(BAD_AMOUNT,
+                    f"{name} must be in [{minimum}, {MAX_AMOUNT_MINOR}], got {_show(v)}")
 
 
 def _currency(d: dict) -> str:
@@ -171,9 +203,14 @@ def _event_time(d: dict) -> int:
     v = d.get("event_time")
     if type(v) is str:
         t = _time_ms_or_none(v)
-        if t is not None:
-            return t
-        raise _Invalid(BAD_TIME, f"event_time {_show(v)} is not RFC 3339 with Z or an offset")
+        if t is None:
+            raise _Invalid(BAD_TIME, f"event_time {_show(v)} is not RFC 3339 with Z or an offset")
+        if t < MIN_EVENT_TIME_MS:
+            raise _Invalid(BAD_TIME, f"event_time {_show(v)} is before 2000-01-01T00:00:00Z")
+        if t >= MAX_EVENT_TIME_MS:
+            raise _Invalid(BAD_TIME, f"event_time {_show(v)} is not before 9999-01-01T00:00:00Z"
+                           " (no calendar date in some time zone, or no deadline after it)")
+        return t
     if "event_time" not in d:
         raise _Invalid(MISSING_FIELD, "missing field event_time")
     raise _Invalid(BAD_TYPE, f"event_time must be a string, got {_jtype(v)}")
@@ -198,6 +235,8 @@ def _check_pan_masked(d: dict) -> None:
     v = _optional_str(d, "pan_masked", False)
     if v is None or type(v) is not str:  # unhashable values were caught above as bad_type
         return
+    if text_has_pan(v):
+        raise _Invalid(FULL_PAN, "pan_masked holds a full card number (masked here)")
     if not 12 <= len(v) <= 19 or _PAN_MASKED.fullmatch(v) is None:
         raise _Invalid(BAD_PAN_MASKED, "pan_masked must be a masked PAN like 411111******1111")
     if len(_PAN_MASKED_OK) >= 100_000:
@@ -234,7 +273,7 @@ def _pos_event(d: dict, t: str) -> PosEvent:
         currency = _currency(d)  # raises
     event_time = get("event_time")
     event_time_ms = _time_ms_or_none(event_time) if type(event_time) is str else None
-    if event_time_ms is None:
+    if event_time_ms is None or not MIN_EVENT_TIME_MS <= event_time_ms < MAX_EVENT_TIME_MS:
         event_time_ms = _event_time(d)  # raises
     if t is AUTHORISATION:
         v = get("status")
@@ -309,7 +348,7 @@ def _credit(d: dict) -> Credit:
         currency = _currency(d)  # raises
     event_time = get("event_time")
     event_time_ms = _time_ms_or_none(event_time) if type(event_time) is str else None
-    if event_time_ms is None:
+    if event_time_ms is None or not MIN_EVENT_TIME_MS <= event_time_ms < MAX_EVENT_TIME_MS:
         event_time_ms = _event_time(d)  # raises
     auth_ids = _auth_ids(d)
     batch_id = _optional_str(d, "batch_id", True)
@@ -320,26 +359,97 @@ def _credit(d: dict) -> Credit:
                   batch_id, fee)
 
 
-_ESCAPED_DIGIT = re.compile(rb"\\u00(3[0-9]|2[0dD])")
-
-
-def _unescape_digit(m: re.Match[bytes]) -> bytes:
-    return bytes((int(m.group(1), 16),))
+def _stored_pan(e: PosEvent | Credit) -> str | None:
+    """The name of the first stored text field of `e` that holds a card number, or None.
+    (pan_masked was checked by its own rule; amounts are at most 13 digits and not Luhn-valid
+    at 10**12; the enumerations and event_time cannot hold one.)"""
+    if type(e) is Credit:
+        fields: tuple[tuple[str, str | None], ...] = (
+            ("credit_id", e.credit_id), ("merchant_id", e.merchant_id),
+            ("acquirer", e.acquirer), ("batch_id", e.batch_id),
+            *((f"auth_ids[{i}]", a) for i, a in enumerate(e.auth_ids)))
+    else:
+        fields = (("event_id", e.event_id), ("auth_id", e.auth_id),
+                  ("merchant_id", e.merchant_id), ("terminal_id", e.terminal_id),
+                  ("acquirer", e.acquirer), ("channel", e.channel), ("batch_id", e.batch_id),
+                  ("stan", e.stan), ("rrn", e.rrn), ("auth_code", e.auth_code))
+    for name, v in fields:
+        if v is not None and text_has_pan(v):
+            return name
+    return None
 
 
 def _reject(reason: str, message: str, raw: bytes) -> Reject:
-    return Reject(reason, mask_pans_text(message), raw)
+    return Reject(reason, mask_pans_text(message), mask_pans(raw))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _top_level_duplicate(text: str) -> tuple[Any, str | None]:
+    """(the JSON value, the first key repeated in its top-level object or None), by the
+    standard library (slow, exact). Raises ValueError or RecursionError on bad JSON."""
+    dup: list[str | None] = [None]
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        d = dict(items)
+        dup[0] = None
+        if len(d) != len(items):  # the last object closed is the top-level one
+            seen: set[str] = set()
+            for k, _ in items:
+                if k in seen:
+                    dup[0] = k
+                    break
+                seen.add(k)
+        return d
+
+    value = json.loads(text, object_pairs_hook=pairs, parse_constant=_no_constant)
+    return value, (dup[0] if type(value) is dict else None)
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if type(v) is str:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif type(v) is list:
+            stack.extend(v)
+        elif type(v) is dict:
+            stack.extend(v)
+            stack.extend(v.values())
+    return False
+
+
+def _loads_slow(raw: bytes) -> tuple[Any, str | None]:
+    """What orjson refused or cannot tell: numbers beyond double range (they become inf, as
+    orjson makes 1e300 a float; an ignored field may hold one), and repeated keys. Raises
+    ValueError on anything that is not UTF-8 JSON."""
+    try:
+        text = raw.decode("utf-8")
+        value, dup = _top_level_duplicate(text)
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(str(exc)) from None
+    if _has_lone_surrogate(value):
+        raise ValueError("a \\u escape of a lone surrogate")
+    return value, dup
 
 
 def parse(
-    topic: str, raw: bytes, record_time_ms: int, max_future_ms: int = MAX_FUTURE_MS
+    topic: str, raw: bytes, record_time_ms: int, max_future_ms: int = MAX_FUTURE_MS,
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> PosEvent | Credit | Reject:
     """Decode and validate one record of `topic` (AUTH_TOPIC or SETTLEMENT_TOPIC).
 
     `raw` is bytes (bytearray and memoryview are copied; None is an empty record).
-    `record_time_ms` is the Kafka record timestamp (for files, or a record without a timestamp:
-    the time of reading); an event stamped more than `max_future_ms` after it is rejected as
-    future_timestamp. Never raises on bad input; raises ValueError for an unknown topic.
+    `record_time_ms` is the Kafka record timestamp (for files: the caller's record time); an
+    event stamped more than `max_future_ms` after it is rejected as future_timestamp. A record
+    longer than `max_record_bytes` is too_large. Never raises on bad input; raises ValueError
+    for an unknown topic.
     """
     if topic == AUTH_TOPIC:
         want_credit = False
@@ -351,24 +461,35 @@ def parse(
         return Reject(MALFORMED_JSON, "empty record", b"")
     if type(raw) is not bytes:
         raw = bytes(raw)
-    # Inline of pan_spans' quick test: no run of 13 [0-9 -] characters, no card number.
-    spans = pan_spans(raw) if raw.translate(_RUN_TABLE).find(_RUN_NEEDLE) >= 0 else None
-    if spans:
-        return Reject(FULL_PAN, f"full card number in the record ({len(spans)} found, masked)",
-                      _mask_spans(raw, spans))
-    if raw.find(b"\\") >= 0:
-        # JSON \u escapes can spell digits, spaces and dashes that the byte scan cannot see.
-        plain = _ESCAPED_DIGIT.sub(_unescape_digit, raw)
-        spans = pan_spans(plain) if plain != raw else None
-        if spans:
-            return Reject(FULL_PAN, f"full card number behind \\u escapes ({len(spans)} found;"
-                          " escapes expanded, number masked)", _mask_spans(plain, spans))
+    if len(raw) > max_record_bytes:
+        return Reject(TOO_LARGE, f"record of {len(raw)} bytes is over max_record_bytes"
+                      f" {max_record_bytes}; kept: its first"
+                      f" {min(len(raw), TOO_LARGE_PREFIX_BYTES)} bytes, masked",
+                      mask_prefix(raw, TOO_LARGE_PREFIX_BYTES))
     try:
         d = orjson.loads(raw)
+        dup = None
+        if type(d) is dict:
+            # A repeated top-level key adds a top-level comma: with fewer commas than keys (plus
+            # the separators of auth_ids) there is none. Otherwise ask the slow, exact parser.
+            commas = raw.count(b",")
+            if commas >= len(d):
+                a = d.get("auth_ids")
+                if type(a) is not list or commas >= len(d) + len(a) - 1:
+                    d, dup = _loads_slow(raw)
     except orjson.JSONDecodeError as exc:
+        if "infinity" not in str(exc):  # only numbers beyond double range get a second look
+            return _reject(MALFORMED_JSON, f"not UTF-8 JSON: {exc}", raw)
+        try:
+            d, dup = _loads_slow(raw)
+        except ValueError as exc2:
+            return _reject(MALFORMED_JSON, f"not UTF-8 JSON: {exc2}", raw)
+    except ValueError as exc:
         return _reject(MALFORMED_JSON, f"not UTF-8 JSON: {exc}", raw)
     if type(d) is not dict:
-        return Reject(MALFORMED_JSON, f"a record must be a JSON object, got {_jtype(d)}", raw)
+        return _reject(MALFORMED_JSON, f"a record must be a JSON object, got {_jtype(d)}", raw)
+    if dup is not None:
+        return _reject(DUPLICATE_KEY, f"key {_show(dup)} appears twice", raw)
     t = d.get("type")
     try:
         if t == SETTLEMENT_CREDIT:
@@ -378,16 +499,23 @@ def parse(
             pt = _POS_TYPES.get(t) if type(t) is str else None
             if pt is None:
                 if "type" not in d:
-                    return Reject(MISSING_FIELD, "missing field type", raw)
+                    return _reject(MISSING_FIELD, "missing field type", raw)
                 if type(t) is not str:
-                    return Reject(BAD_TYPE, f"type must be a string, got {_jtype(t)}", raw)
+                    return _reject(BAD_TYPE, f"type must be a string, got {_jtype(t)}", raw)
                 return _reject(UNKNOWN_TYPE, f"unknown event type {_show(t)}", raw)
             e = _pos_event(d, pt)
             wrong = want_credit
     except _Invalid as exc:
         return _reject(exc.reason, exc.message, raw)
+    # Only the contract's fields are kept, so only they are searched for a card number (an
+    # unknown field is dropped, whatever it holds). Quick test first: plain ASCII without a
+    # run of 13 digits and separators holds none (pan._RUN_TABLE says why).
+    if not raw.isascii() or raw.find(b"\\") >= 0 or raw.translate(_RUN_TABLE).find(_NEEDLE) >= 0:
+        name = _stored_pan(e)
+        if name is not None:
+            return _reject(FULL_PAN, f"a full card number in {name} (masked)", raw)
     if e.event_time_ms > record_time_ms + max_future_ms:
-        return Reject(
+        return _reject(
             FUTURE_TIMESTAMP,
             f"event_time {format_time_ms(e.event_time_ms)} is"
             f" {(e.event_time_ms - record_time_ms) / 1000:.3f}s after the record time"
@@ -396,7 +524,5 @@ def parse(
         )
     if wrong:
         other = AUTH_TOPIC if want_credit else SETTLEMENT_TOPIC
-        return Reject(WRONG_TOPIC, f"a valid {t} event belongs on {other}, not on {topic}", raw)
+        return _reject(WRONG_TOPIC, f"a valid {t} event belongs on {other}, not on {topic}", raw)
     return e
-
-

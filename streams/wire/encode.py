@@ -157,8 +157,10 @@ def deadletter_to_dict(
     record_time_ms: int | None = None,
 ) -> dict[str, Any]:
     """The settlewatch.deadletter record of a reject. The original bytes go in `original` as
-    text, or base64 in `original_b64` when they are not UTF-8; card numbers are masked again
-    here, so a hand-made Reject cannot leak one either."""
+    text, or base64 in `original_b64` when they are not UTF-8 or when JSON escaping would make
+    them more than twice as long (control bytes become 6-byte escapes): a dead letter is never
+    much larger than its record. Card numbers are masked again here, so a hand-made Reject
+    cannot leak one either."""
     raw = mask_pans(reject.raw)
     d: dict[str, Any] = {
         "reason": reject.reason,
@@ -168,8 +170,12 @@ def deadletter_to_dict(
         "offset": offset,
     }
     try:
-        d["original"] = raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
+        text = None
+    if text is not None and len(orjson.dumps(text)) - 2 <= 2 * len(raw):
+        d["original"] = text
+    else:
         d["original_b64"] = base64.b64encode(raw).decode("ascii")
     if record_time_ms is not None:
         d["record_time"] = format_time_ms(record_time_ms)

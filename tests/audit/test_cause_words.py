@@ -36,3 +36,15 @@ def test_the_evidence_of_a_netted_refund_names_the_refund():
     last = _evidence_for_people(f.evidence, f, policy())["statement"][-1]
     assert last.endswith("probable cause: refund_netted (refund r-a1 of sale a1, 25.00 CNY, "
                          "netted in)")
+
+
+def test_no_statement_line_reads_as_a_card_number_when_a_masked_card_meets_a_large_amount():
+    from streams import wire
+    # "411111******1111: 1,234,567.89" would join 1111 and the amount's digits into 13 digits
+    # (1111 then 123456794 passes Luhn)
+    events = [sale("big", "2026-10-09 10:00", 123_456_794, pan_masked="411111******1111")]
+    [f] = [f for f in feed(Reconciler(policy()), events, ms("2026-10-20 00:00"))
+           if f.kind.value == "missing"]
+    ev = _evidence_for_people(f.evidence, f, policy())
+    for line in ev["statement"]:
+        assert not wire.text_has_pan(line), line

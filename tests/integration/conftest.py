@@ -137,3 +137,79 @@ def smtp_sink(tmp_path_factory):
                   auth=("alertmanager", "alertmanager-test-password")) as sink:
         sink.password_file = password
         yield sink
+
+
+# ------------------------------------------------------------------ the faults table (issue 15)
+# Fault tests (tests/integration/test_faults*.py) carry @pytest.mark.fault("what was done",
+# "what must hold"); each one's outcome becomes a row of the table printed at the end of the run
+# (and copied into README.md). Tests may add a detail line with the `fault_note` fixture. The
+# long ones are also marked `faults`: they run with `make test-faults` (pytest -m faults) or
+# SW_TEST_FAULTS=1, and are deselected otherwise, so that `make test` keeps one SIGKILL and one
+# broker restart.
+_FAULT_ROWS: list[dict] = []
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fault(done, expected): a row of the faults table")
+    config.addinivalue_line("markers", "faults: a long fault test (make test-faults)")
+
+
+_mark_integration = pytest_collection_modifyitems  # the hook above; one per module
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: F811  (extends the one above)
+    _mark_integration(items)
+    wanted = "faults" in (config.option.markexpr or "") or os.environ.get("SW_TEST_FAULTS") == "1"
+    if wanted:
+        return
+    long_ones = [i for i in items if i.get_closest_marker("faults") is not None]
+    if long_ones:
+        config.hook.pytest_deselected(items=long_ones)
+        items[:] = [i for i in items if i.get_closest_marker("faults") is None]
+
+
+@pytest.fixture
+def fault_note(request):
+    """fault_note("worker killed after 3 batches, 2 self-restarts"): a detail for the table."""
+    notes = request.node.__dict__.setdefault("_fault_notes", [])
+    return notes.append
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    mark = item.get_closest_marker("fault")
+    if mark is None:
+        return
+    report = outcome.get_result()
+    rows = [r for r in _FAULT_ROWS if r["id"] == item.nodeid]
+    row = rows[0] if rows else None
+    if row is None:
+        row = {"id": item.nodeid, "done": mark.args[0],
+               "expected": mark.args[1] if len(mark.args) > 1 else "", "result": "passed",
+               "seconds": 0.0, "long": item.get_closest_marker("faults") is not None}
+        _FAULT_ROWS.append(row)
+    row["seconds"] += report.duration
+    if report.failed:
+        row["result"] = "FAILED" if report.when == "call" else f"ERROR ({report.when})"
+    elif report.skipped and row["result"] == "passed":
+        row["result"] = "skipped"
+    row["notes"] = "; ".join(item.__dict__.get("_fault_notes", []))
+
+
+def fault_table(rows: list[dict]) -> list[str]:
+    lines = ["| fault injected | must hold | result | time | observed |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        where = " (make test-faults)" if r["long"] else ""
+        lines.append(f"| {r['done']}{where} | {r['expected']} | {r['result']} | "
+                     f"{r['seconds']:.0f} s | {r.get('notes', '')} |")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _FAULT_ROWS:
+        return
+    terminalreporter.section("faults tried (issue 15)")
+    for line in fault_table(_FAULT_ROWS):
+        terminalreporter.write_line(line)

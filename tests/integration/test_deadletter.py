@@ -40,9 +40,10 @@ def hand_made(now: int) -> list[tuple[str, bytes, str]]:
         (s, orjson.dumps({**credit, "credit_id": "CX3", "amount_minor": -1}), "bad_amount"),
         (a, orjson.dumps({**sale, "event_id": "EX4", "currency": "XYZ"}), "unknown_currency"),
         (a, orjson.dumps({**sale, "event_id": "EX5", "pan_masked": PANS[0]}), "full_pan"),
-        (a, orjson.dumps({**sale, "event_id": "EX6", "note": "card 5500 0055 5555 5559"}),
+        # card numbers in stored fields (an unknown field is dropped unread, issue 14 item 7)
+        (a, orjson.dumps({**sale, "event_id": "EX6", "rrn": "card 5500 0055 5555 5559"}),
          "full_pan"),
-        (s, orjson.dumps({**credit, "credit_id": "CX6", "memo": PANS[2]}), "full_pan"),
+        (s, orjson.dumps({**credit, "credit_id": "CX6", "batch_id": PANS[2]}), "full_pan"),
         (a, orjson.dumps({**sale, "event_id": "EX7", "event_time": "2099-01-01T00:00:00Z"}),
          "future_timestamp"),
         (s, orjson.dumps({**credit, "credit_id": "CX7",

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from streams.bench.core import bench_core_throughput, bench_open_sales
+from streams.bench.core import bench_core_throughput, bench_floor, bench_open_sales
 from streams.bench.replay import _run_replay, bench_replay
 from streams.core.policy import default_policy, load_policy
 
@@ -57,6 +57,15 @@ def bench_core_command(config: str | None, events: int, small: int, open_sales: 
         "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
     click.echo(json.dumps(result))
+
+
+@bench_command.command("core-floor")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--events", default=500_000, show_default=True, type=int)
+def bench_core_floor_command(config: str | None, events: int) -> None:
+    """The least per-event work of a pure-Python core on the same stream: a bound on it."""
+    policy = load_policy(config) if config else default_policy()
+    click.echo(json.dumps({"bench": "core-floor", **bench_floor(policy, events)}))
 
 
 @bench_command.command("_throughput", hidden=True)

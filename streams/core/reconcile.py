@@ -1083,11 +1083,17 @@ class Reconciler:
         if rec.judged or not rec.matched or rec.waiting:
             return
         keys = rec.items
-        if len(keys) == 1:  # the common case: one sale or one batch
+        if len(keys) == 1:  # the common case: one sale or one batch, often paid in full
             item = m.items.get(keys[0])
             if item is None or item.state == OPEN:
                 return
-            items = [item]
+            rec.judged = True
+            self._credit_changed(m, rec)
+            if item.payer == rec.credit.credit_id:
+                diff = rec.credit.amount_minor - self._expected(item)
+                if abs(diff) > self._tolerance(item):
+                    self._judge_amount(rec, [item], m)
+            return
         else:
             items = [m.items[k] for k in keys if k in m.items]
             if not items or any(i.state == OPEN for i in items):
@@ -1255,8 +1261,20 @@ class Reconciler:
         cached = item.cached
         if cached is None:
             fee = self.policy.fee_minor
+            sales = item.sales
+            if len(sales) == 1:  # a per-sale item
+                s = sales[0]
+                captured = s.amount_minor - s.reversed_minor
+                if not s.approved:
+                    cached = item.cached = (-s.refunded_minor, 0)
+                elif captured > 0:
+                    cached = item.cached = (
+                        captured - fee(s.channel, captured) - s.refunded_minor, 1)
+                else:
+                    cached = item.cached = (-s.refunded_minor, 1)
+                return cached[0]
             total = approved = 0
-            for s in item.sales:
+            for s in sales:
                 if s.approved:
                     approved += 1
                     captured = s.amount_minor - s.reversed_minor
@@ -1318,7 +1336,7 @@ class Reconciler:
             deductions=deductions, candidate_bps=self._fee_bps,
             others=[o[2] for o in others])
         netted = detail.get("netted") or detail.get("with", {}).get("netted")
-        if netted is not None:  # one netted refund explains one short credit
+        if netted is not None:
             d = m.deductions.pop(netted["event_id"], None)
             if d is not None:
                 self._changed((m.merchant_id, "d", d[4]), None)

@@ -127,22 +127,29 @@ def worker_command(bootstrap: str, prefix: str, app_id: str, port: int, workdir:
             "--loglevel", "warning", *extra]
 
 
-def _committed_all(bootstrap: str, group: str, prefix: str) -> bool:
-    """The group's committed offsets have reached the end of both input topics."""
+def committed_offsets(bootstrap: str, group: str, topics: Any,
+                      partitions: int = 6) -> list[tuple[str, int, int | None, int]]:
+    """(topic, partition, the group's committed offset or None, end offset) of both inputs."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.admin import KafkaAdminClient
-    topics = LiveConfig(topic_prefix=prefix).topics
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     try:
         offsets = admin.list_group_offsets(group).get(group, {})
         tps = [TopicPartition(t, p) for t in (topics.authorisations, topics.settlements)
-               for p in range(6)]
+               for p in range(partitions)]
         ends = consumer.end_offsets(tps)
-        return all(tp in offsets and offsets[tp].offset >= ends[tp] for tp in tps)
+        return [(tp.topic, tp.partition, offsets[tp].offset if tp in offsets else None,
+                 ends[tp]) for tp in tps]
     finally:
         consumer.close()
         admin.close()
+
+
+def committed_all(bootstrap: str, group: str, topics: Any) -> bool:
+    """The group's committed offsets have reached the end of both input topics."""
+    return all(end == 0 or (done is not None and done >= end)
+               for _, _, done, end in committed_offsets(bootstrap, group, topics))
 
 
 def run_mode(bootstrap: str, backlog: Backlog, mode: str, workers: int = 1,
@@ -191,7 +198,7 @@ def run_mode(bootstrap: str, backlog: Backlog, mode: str, workers: int = 1,
             for entry in procs:
                 peak[entry[0].pid] = max(peak.get(entry[0].pid) or 0,
                                          _peak_rss_mb(entry[0].pid) or 0)
-            if _committed_all(bootstrap, app_id, backlog.prefix):
+            if committed_all(bootstrap, app_id, LiveConfig(topic_prefix=backlog.prefix).topics):
                 last = time.monotonic()
                 break
         changelog = sum(_metric_sum(e[1], "settlewatch_changelog_bytes_total") or 0

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 
-from kafka.admin import KafkaAdminClient
+from streams.bench.worker import committed_all, committed_offsets
 
 try:  # tests/integration is not a package: pytest puts it on sys.path
     from test_worker import (HOUR, assert_same_findings, expected_findings, produce,
@@ -24,23 +24,11 @@ FAULTS = ("late=3%,missing=3%,duplicate=2%,underpaid=3%,overpaid=1%,orphan=1%,"
 
 
 def committed_everything(bootstrap: str, group: str, topics, show: bool = False):
-    """The group's committed offsets have reached the end of both input topics."""
-    from kafka import KafkaConsumer, TopicPartition
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-        tps = [TopicPartition(t, p) for t in (topics.authorisations, topics.settlements)
-               for p in range(6)]
-        ends = consumer.end_offsets(tps)
-        if show:
-            return [(tp.topic, tp.partition, offsets[tp].offset if tp in offsets else None,
-                     ends[tp]) for tp in tps]
-        return all(ends[tp] == 0 or (tp in offsets and offsets[tp].offset >= ends[tp])
-                   for tp in tps)
-    finally:
-        consumer.close()
-        admin.close()
+    """The group's committed offsets have reached the end of both input topics (with `show`:
+    each input partition's committed and end offsets)."""
+    if show:
+        return committed_offsets(bootstrap, group, topics)
+    return committed_all(bootstrap, group, topics)
 
 
 def test_a_worker_killed_mid_stream_loses_no_finding_and_repeats_none(

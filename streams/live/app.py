@@ -2,40 +2,44 @@
 
 Shape. One agent (concurrency=1, faust issue 606) reads pos.authorisations, pos.settlements and
 settlewatch.ticks, all keyed by merchant_id and co-partitioned, so partition n of each lands on
-the same worker; it keeps one `LivePartition` (streams.live.partition) per partition number. Records are
-taken in batches (`take_events`, up to `batch_max` records or `batch_within`); each batch is
-decoded (streams.wire), fed to the partition's reconciler in record order, and flushed: every
-merchant it changed is written once to table `merchants` (its snapshot plus its outbox of
-unsent findings), the partition's clock to table `clocks`; the batch then waits until the
-broker has acknowledged those changelog records and its dead letters, and only then sends the
-new findings to settlewatch.anomalies (partition n, key merchant_id) and lets faust ack it. So
+the same worker; it keeps one `LivePartition` (streams.live.partition) per partition number.
+Records are taken in batches (`take_events`, up to `batch_max` records or `batch_within`); each
+batch is decoded (streams.wire), fed to the partition's reconciler in record order, and
+flushed: the state keys that changed, one key per new finding (the outbox) and the clock go to
+table `state`, in changelog partition n; the batch then waits until the broker has
+acknowledged those changelog records and its dead letters, and only then sends the new
+findings to settlewatch.anomalies (partition n, key merchant_id) and lets faust ack it. So
 offsets are committed only once the state they produced is on the broker. (faust's own
 producer flush before a commit gives up after 0.1 s; it is not relied on.)
 
 Guarantee: each (anomaly_id, status) reaches settlewatch.anomalies exactly once across worker
 crashes (SIGKILL included) and rebalances: the outbox gives at-least-once, dedupe against the
-output partition's recent records on restore removes the repeats. See streams.live.partition for the
-argument. Dead letters are at-least-once. An error the worker cannot handle (a failed send)
-exits the process at once, without acking, so the batch is read again by the next incarnation
-instead of being skipped.
+output partition's recent records on restore removes the repeats. See streams.live.partition
+for the argument. Dead letters are at-least-once. A batch the worker cannot make durable (a
+failed send) exits the process non-zero at once, without acking, so the batch is read again by
+the next incarnation instead of being skipped (streams.live.exits).
 
-Whole input. faust 0.15.3 sometimes loses records between its consumer and the agent after a
-restart with a changelog to restore (streams.live.OffsetChecker). The worker checks that each
-input partition arrives gap-free from its committed offset; on a hole (or a watchdog finding
-read-but-never-delivered records) it restarts itself in place (exec, same pid and command
-line) and reads again from the committed offset, which the hole held back. After such a
-restart faust can also ack offsets twice, which stalls its commits; the watchdog repairs its
-acked-offset lists (`Runtime._repair_acks`). SIGUSR1 logs every task's stack and the
-consumer's state, for a worker that seems stuck.
+Whole input. faust 0.15.3 can lose records between its consumer and the agent after a
+rebalance with a changelog to restore (faust-streaming/faust#596). The worker checks that each
+input partition arrives gap-free from its committed offset (streams.live.partition.
+OffsetChecker); on a hole, or when the agent has been idle for a while with records unread on
+an assigned partition (the watchdog), it exits with EXIT_RESTART for its supervisor (the demo,
+systemd, Kubernetes) to start it again, reading from the committed offset that the hole held
+back. Where it still reaches past faust's public API is streams.live.faust_compat, each place
+with its upstream issue. SIGUSR1 logs every task's stack and the consumer's state.
+
+Stopping. SIGTERM lets the batch in hand finish (so that what faust acks is durable), then
+faust stops; if the broker has gone away and that would take longer than
+streams.live.exits.STOP_GRACE_S, the process exits anyway (nothing unsaved was acked).
 
 Time. Watermarks come from the reconciler. A timer (`tick_interval`) sends each assigned
 partition of settlewatch.ticks the wall clock minus `tick_allowance` when that partition's
-silent inputs would hold the clock back (streams.live.tick_target): never past an input that
-still delivers records, never while a backlog is unread, never past the wall clock minus the
-allowance. The agent applies a tick in order with the partition's events.
+silent inputs would hold the clock back (streams.live.partition.tick_target): never past an
+input that still delivers records, never while a backlog is unread, never past the wall clock
+minus the allowance. The agent applies a tick in order with the partition's events.
 
-Run: `settlewatch worker --config settlewatch.toml`, or `faust -A streams.live.app worker` with
-SETTLEWATCH_* variables (streams.live.LiveConfig).
+Run: `settlewatch worker --config settlewatch.toml`, or `faust -A streams.live.faust_app worker`
+with SETTLEWATCH_* variables (streams.live.command).
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ import logging
 import os
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import click
@@ -53,11 +58,11 @@ from faust.types import TP
 
 from streams.core.policy import Policy, default_policy, load_policy
 from streams.kafka_security import from_environment as kafka_security
-from streams.live.diagnostics import dump_tasks
-from streams.live.exits import _die
 from streams.live.config import LiveConfig
+from streams.live.diagnostics import dump_tasks
+from streams.live.exits import _die, arm_stop_deadline, exit_for_restart
+from streams.live.faust_compat import in_partition, repair_acks
 from streams.live.health import worker_readiness
-from streams.live.faust_compat import SourcePartitionTable, _in_partition, _restart_self
 from streams.live.faults import fault_point
 from streams.live.state_guard import refuse_lost_state
 from streams.live.partition import (
@@ -69,16 +74,17 @@ from streams.live.partition import (
     LivePartition,
     OffsetChecker,
     RateLimitedLog,
-    clock_key,
     encode_tick,
-    merchant_partition,
+    key_partition,
     published_key,
     tick_target,
 )
 
 log = logging.getLogger("settlewatch.worker")
 
-MAX_VALUE_BYTES = 32 * 1024 * 1024  # a busy merchant's snapshot can exceed Kafka's 1 MB default
+# A finding's record (evidence included) can exceed Kafka's 1 MB default for a batch of many
+# sales; state keys are small whatever a merchant holds.
+MAX_VALUE_BYTES = 32 * 1024 * 1024
 
 
 def _wall_ms() -> int:
@@ -107,8 +113,9 @@ class Runtime:
         self.observer: Any = None
         self._metrics_server: Any = None
         self._create_metrics()
-        self.merchants: Any = None  # faust tables, set by create_app
-        self.clocks: Any = None
+        self.state: Any = None  # faust table `state` and the output topics, set by create_app
+        self.changelog_topic = ""
+        self.out: dict[str, Any] = {}
         self.batches = 0
         self.stage = "idle"
         self.tick_next: dict[int, int] = {}  # next tick offset to process, per partition
@@ -117,6 +124,8 @@ class Runtime:
         self._suspect: tuple[int, frozenset, float] | None = None
         self.watchdog_state = "not run"
         self.acks_repaired = 0
+        self.changelog_records = 0
+        self.changelog_bytes = 0
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -163,34 +172,29 @@ class Runtime:
             await asyncio.shield(w)
 
     async def _build(self, partitions: list[int]) -> dict[int, LivePartition]:
-        """Rebuild partitions from the tables (recovered from their changelogs by faust)."""
+        """Rebuild partitions from table `state` (recovered from its changelog by faust)."""
         started = time.monotonic()
         now = _wall_ms()
-        wanted = set(partitions)
-        clocks = {p: self.clocks.get(clock_key(p)) for p in partitions}
-        merchants: dict[int, list] = {p: [] for p in partitions}
-        for k, v in list(self.merchants.items()):
-            if v:
-                p = merchant_partition(v)
-                if p in wanted:
-                    merchants[p].append((k, v))
+        entries: dict[int, list] = {p: [] for p in partitions}
+        for k, v in self.state.items():
+            p = key_partition(k)
+            if p in entries and v is not None:
+                entries[p].append((k, v))
         await self._seed_offsets(partitions)
         lookback = self.cfg.dedupe_lookback_ms
-        horizons = {p: LivePartition.horizon_ms(clocks[p], now, lookback, merchants[p])
-                    for p in partitions}
+        horizons = {p: LivePartition.horizon_ms(entries[p], now, lookback) for p in partitions}
         published = await self._read_published(horizons)
         built = {}
         for p in partitions:
             lp, resend = LivePartition.restore(
-                p, self.policy, clock=clocks[p], merchants=merchants[p], published=published[p],
-                now_ms=now, topics=self.topics, observer=self.observer, metrics=self.metrics,
+                p, self.policy, entries=entries[p], published=published[p], now_ms=now,
+                topics=self.topics, observer=self.observer, metrics=self.metrics,
                 dedupe_lookback_ms=lookback)
-            for mid, record in resend:
-                await self._send_finding(lp, mid, record)
+            for mid, key, record in resend:
+                await self._send_finding(lp, mid, key, record)
             built[p] = lp
-            log.info("partition %d: %d merchants and %s clock restored from the tables, "
-                     "%d findings seen on %s since %s, %d re-sent from outboxes", p,
-                     len(merchants[p]), "a saved" if clocks[p] is not None else "no saved",
+            log.info("partition %d: %d state keys restored from the changelog, %d findings "
+                     "seen on %s since %s, %d re-sent from the outbox", p, len(entries[p]),
                      len(published[p]), self.topics.anomalies, _iso(horizons[p]), len(resend))
         log.info("partitions %s ready in %.2fs", sorted(partitions), time.monotonic() - started)
         return built
@@ -198,7 +202,8 @@ class Runtime:
     async def _seed_offsets(self, partitions: list[int]) -> None:
         """Tell the offset checker where each input partition resumes: the group's committed
         offset, read from Kafka (faust learns it only after it may already have delivered,
-        and lost, records of the partition)."""
+        and lost, records of the partition), or the log start for a new group reading from
+        the earliest offset."""
         from aiokafka import TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
         t = self.topics
@@ -212,10 +217,17 @@ class Runtime:
             offsets = await admin.list_consumer_group_offsets(self.cfg.app_id, partitions=tps)
         finally:
             await admin.close()
-        for tp, om in offsets.items():
-            key = (tp.topic, tp.partition)
-            if om.offset >= 0:
-                self.offsets_seen.seed(key, om.offset)
+        unknown = []
+        for tp in tps:
+            om = offsets.get(tp)
+            if om is not None and om.offset >= 0:
+                self.offsets_seen.seed((tp.topic, tp.partition), om.offset)
+            else:
+                unknown.append(TP(tp.topic, tp.partition))
+        if unknown and self.cfg.offset_reset == "earliest":
+            _, starts = await self.offsets(unknown)
+            for tp, start in starts.items():
+                self.offsets_seen.seed((tp.topic, tp.partition), start)
 
     async def _aux_consumer(self) -> Any:
         """A group-less aiokafka consumer of our own, for offsets and the output's tail (the
@@ -303,9 +315,7 @@ class Runtime:
     async def handle_batch(self, events: list) -> None:
         """Feed a batch to the partitions' reconcilers, then make it durable before faust acks
         it: every changelog record and dead letter of the batch is acknowledged by the broker
-        before this returns (faust's own producer-buffer flush before a commit gives up after
-        0.1 s, which let a commit pass table writes still in the buffer). Findings are sent
-        after that, from the outboxes already saved."""
+        before this returns. Findings are sent after that, from the outbox already saved."""
         t0 = time.perf_counter()
         now = _wall_ms()
         groups: dict[int, list] = {}
@@ -316,18 +326,17 @@ class Runtime:
         self.stage = "building partitions"
         if missing:
             await self.ensure(missing + self.unbuilt())
-        producer = self.app.producer
         durable: list = []  # futures of records that must be on the broker first
         flushed = []
+        deadletter = self.out["deadletter"]
         for p, evs in groups.items():
             lp = self.parts[p]
             n, dead = self._feed(lp, p, evs, now)
             inputs += n
             self.stage = "sending dead letters"
             for d in dead:
-                durable.append(await producer.send(self.topics.deadletter, d.key, d.value,
-                                                   None, None, None))
-            flushed.append((lp, self._write_state(lp, p, evs[-1], now, durable)))
+                durable.append(await deadletter.send(key=d.key, value=d.value, force=True))
+            flushed.append((lp, await self._write_state(lp, p, evs[-1], now, durable)))
         self.stage = f"waiting for {len(durable)} changelog/dead-letter acks"
         fault_point("before_state_acked")  # test-only switch (streams.live.faults)
         if durable:
@@ -335,8 +344,8 @@ class Runtime:
         fault_point("after_state_acked_before_send")
         self.stage = "sending findings"
         for lp, fl in flushed:
-            for mid, record in fl.publish:
-                await self._send_finding(lp, mid, record)
+            for mid, key, record in fl.publish:
+                await self._send_finding(lp, mid, key, record)
             if fl.findings:
                 self.metrics.findings_published(fl.findings)
         self.stage = "idle"
@@ -346,7 +355,6 @@ class Runtime:
 
     def _feed(self, lp: LivePartition, p: int, evs: list, now: int) -> tuple[int, list]:
         kind_of, note, admit = self.kind_of, self.progress.note, self.offsets_seen.admit
-        committed = getattr(self.app.consumer, "_committed_offset", {})
         n = 0
         dead_letters = []
         for ev in evs:
@@ -357,23 +365,19 @@ class Runtime:
                 if not lp.on_tick(msg.value):
                     log.warning("ignored a malformed tick at %s[%d]@%d", msg.topic, p, msg.offset)
                 continue
-            verdict = admit((msg.topic, p), msg.offset, committed.get(TP(msg.topic, p)))
+            verdict = admit((msg.topic, p), msg.offset)
             if verdict != "ok":
                 if verdict == "seen":
                     continue
-                _restart_self(f"{msg.topic}[{p}]: record {msg.offset} arrived, but records from "
-                              f"{self.offsets_seen.expected.get((msg.topic, p))} on never reached "
-                              f"the agent (faust dropped them after a rebalance)")
+                exit_for_restart(
+                    f"{msg.topic}[{p}]: record {msg.offset} arrived, but records from "
+                    f"{self.offsets_seen.expected.get((msg.topic, p))} on never reached the "
+                    f"agent (faust-streaming/faust#596: records dropped after a rebalance)")
             n += 1
             note(msg.topic, p, msg.offset, now)
             ts = msg.timestamp
             record_ms = round(ts * 1000) if ts else now
-            try:
-                dead = lp.on_input(kind, msg.value, record_ms, msg.offset, msg.key)
-            except Exception as exc:  # a reconciler bug must not stop the partition
-                log.error("processing failed at %s[%d]@%d: %s (record dead-lettered)",
-                          msg.topic, p, msg.offset, type(exc).__name__)
-                dead = lp.failed(kind, msg.value, record_ms, msg.offset, msg.key, exc)
+            dead = lp.on_input(kind, msg.value, record_ms, msg.offset, msg.key)
             if dead is not None:
                 ok, dropped = self.reject_log.allow()
                 if ok:
@@ -382,79 +386,69 @@ class Runtime:
                 dead_letters.append(dead)
         return n, dead_letters
 
-    def _write_state(self, lp: LivePartition, p: int, last_event: Any, now: int,
-                     durable: list) -> Any:
-        """Flush the partition's reconciler into the tables; the changelog sends' futures
-        go into `durable`."""
+    async def _write_state(self, lp: LivePartition, p: int, last_event: Any, now: int,
+                           durable: list) -> Any:
+        """Flush the partition's reconciler into table `state`: each write goes to the local
+        store and to changelog partition p, whose send futures go into `durable`.
+
+        The changelog records go straight to the producer (`app.producer.send`, faust's
+        ProducerT interface) rather than through `Table.send_changelog`: that path queues each
+        record in faust's producer buffer and runs the sensors on it, which cost more than the
+        reconciliation itself at one or two records per event. What it adds is the RocksDB
+        store's note of the last changelog offset it holds, a shortcut for recovery: without
+        it a restart reads the partition's changelog from the start, which gives the same state."""
         suppressed = lp.suppressed
         fl = lp.flush(now)
         if lp.suppressed > suppressed:
             log.info("partition %d: %d findings raised again were already on %s (not sent)",
                      p, lp.suppressed - suppressed, self.topics.anomalies)
-        if fl.writes or fl.clock is not None:
-            merchants = self.merchants
-            with _in_partition(last_event):
+        if fl.writes:
+            store = self.state.data
+            send = self.app.producer.send
+            topic = self.changelog_topic
+            size = 0
+            with in_partition(last_event):  # the rocksdb store files a write by its partition
                 for key, value in fl.writes:
-                    if value is not None:
-                        merchants[key] = value
-                    elif key in merchants:
-                        del merchants[key]
-                if fl.clock is not None:
-                    self.clocks[clock_key(p)] = fl.clock
-            durable += self.merchants.take_sent()
-            durable += self.clocks.take_sent()
+                    if value is None:
+                        try:
+                            del store[key]
+                        except KeyError:
+                            pass
+                    else:
+                        store[key] = value
+                        size += len(value)
+                    size += len(key)
+            for key, value in fl.writes:
+                durable.append(await send(topic=topic, key=key, value=value, partition=p,
+                                          timestamp=None, headers=None))
+            self.changelog_records += len(fl.writes)
+            self.changelog_bytes += size
+            self.metrics.changelog_written(len(fl.writes), size)
         return fl
 
-    async def _send_finding(self, lp: LivePartition, mid: str, record: dict) -> None:
-        """Hand a finding to the producer; the outbox is cleared once the broker has it."""
-        sent = await self.app.producer.send(self.topics.anomalies, mid.encode(),
-                                            orjson.dumps(record), lp.partition, None, None)
-        sent.add_done_callback(partial(_on_finding_acked, lp, mid))
-
+    async def _send_finding(self, lp: LivePartition, mid: str, key: tuple[str, str],
+                            record: dict) -> None:
+        """Hand a finding to the producer; it leaves the outbox once the broker has it."""
+        sent = await self.out["anomalies"].send(key=mid.encode(), value=orjson.dumps(record),
+                                                partition=lp.partition, force=True)
+        sent.add_done_callback(partial(_on_finding_acked, lp, key))
 
     # -- the watchdog ---------------------------------------------------------------------
 
-    def _repair_acks(self) -> None:
-        """Drop repeated and already-committed offsets from faust's list of acked offsets.
-
-        After a restart with a changelog to restore, faust 0.15.3 can ack each offset of a
-        partition twice (seen in tests/integration/test_restart.py). It commits up to the end
-        of the first run of consecutive offsets in that list, so with every offset doubled
-        its commits advance by one or two offsets at a time: the committed offset falls ever
-        further behind and a restart would re-read hours of input. The list is faust's own
-        (Consumer._acked); this runs on the event loop's thread, like every ack and commit.
-        """
-        c = self.app.consumer
-        acked = getattr(c, "_acked", None)
-        index = getattr(c, "_acked_index", None)
-        committed = getattr(c, "_committed_offset", None)
-        if acked is None or index is None or committed is None:
-            return
-        repaired = []
-        for tp, offsets in list(acked.items()):
-            if not offsets:
-                continue
-            floor = committed.get(tp)
-            clean = sorted({o for o in offsets if floor is None or o >= floor})
-            if len(clean) != len(offsets):
-                offsets[:] = clean
-                index[tp] = set(clean)
-                repaired.append(f"{tp.topic}[{tp.partition}]")
+    async def watchdog(self) -> None:
+        """Exit for a restart when faust lost the last records of a partition (no later record
+        shows the hole to the offset checker): the agent is idle, its queue empty, and an
+        assigned input partition has records after the next offset this worker processes, for
+        `stall` seconds with no batch in between. Also repairs faust's acked-offset lists
+        (streams.live.faust_compat.repair_acks)."""
+        repaired = repair_acks(self.app.consumer)
         if repaired:
             self.acks_repaired += 1
             if self.acks_repaired <= 3 or self.acks_repaired % 100 == 0:
                 log.warning("repaired faust's acked-offset lists of %s (offsets acked twice "
                             "would stall its commits); %d repairs so far",
                             ", ".join(repaired), self.acks_repaired)
-
-    async def watchdog(self) -> None:
-        """Restart when faust lost the last records of a partition (no later record shows
-        the hole to the offset checker): the agent is idle, its queue empty, and the
-        consumer's read offset of a partition is past the next offset this worker processed,
-        for five seconds (three batch windows if longer) with no batch in between."""
-        app = self.app
-        self._repair_acks()
-        if not self.ready or self.stage != "idle":
+        if not self.ready or self.stage != "idle" or self._building:
             self._suspect = None
             self.watchdog_state = f"skipped: ready {self.ready}, stage {self.stage}"
             return
@@ -463,42 +457,34 @@ class Runtime:
             self._suspect = None
             self.watchdog_state = f"skipped: queue {None if queue is None else queue.qsize()}"
             return
-        read = getattr(app.consumer, "_read_offset", {})
-        committed = getattr(app.consumer, "_committed_offset", {})
+        t = self.topics
+        assigned = self.assigned()
+        tps = [TP(topic, p) for p in assigned for topic in (t.authorisations, t.settlements)]
+        if not tps:
+            return
+        ends, _ = await self.offsets(tps)
         lost = []
-        for tp in app.consumer.assignment():
-            kind = self.kind_of.get(tp.topic)
-            if kind is None:
-                continue
-            last = read.get(tp)
-            if last is None:
-                continue
-            if kind is TICK:
-                nxt = self.tick_next.get(tp.partition)
-            else:
-                nxt = self.offsets_seen.expected.get((tp.topic, tp.partition))
-            if nxt is None:
-                nxt = committed.get(tp) or 0
-            try:
-                end = app.consumer.highwater(tp)
-            except Exception:  # not fetched yet
-                continue
-            if end is not None and nxt < end and last >= nxt:
-                lost.append((tp, nxt, last))
+        for tp in tps:
+            nxt = self.offsets_seen.expected.get((tp.topic, tp.partition))
+            end = ends.get(tp)
+            if nxt is not None and end is not None and nxt < end:
+                lost.append((tp, nxt, end))
         key = frozenset(tp for tp, _, _ in lost)
         now = time.monotonic()
         self.watchdog_state = (f"batches {self.batches}, suspect {self._suspect}, "
-                               f"lost {[(tp.topic, tp.partition, n, l) for tp, n, l in lost]}")
+                               f"unread {[(tp.topic, tp.partition, n, e) for tp, n, e in lost]}")
         if not lost or self._suspect is None or self._suspect[:2] != (self.batches, key):
             self._suspect = (self.batches, key, now) if lost else None
             return
         # Records wait in the agent's batch for up to batch_within: give them ample time.
-        if now - self._suspect[2] < max(5.0, 3 * self.cfg.batch_within_ms / 1000):
+        if now - self._suspect[2] < max(15.0, 5 * self.cfg.batch_within_ms / 1000):
             return
+        waited = now - self._suspect[2]
         self._suspect = None
-        tp, nxt, last = lost[0]
-        _restart_self(f"{tp.topic}[{tp.partition}]: records {nxt}-{last} were read by faust "
-                      f"but never reached the agent")
+        tp, nxt, end = lost[0]
+        exit_for_restart(f"{tp.topic}[{tp.partition}]: records {nxt}-{end - 1} are on the "
+                         f"broker but the agent has received nothing for {waited:.0f}s "
+                         f"(faust-streaming/faust#596)")
 
     # -- the clock ------------------------------------------------------------------------
 
@@ -506,7 +492,7 @@ class Runtime:
         """Send clock ticks to the partitions whose silent inputs hold event time back."""
         if not self.ready:
             return
-        app, t = self.app, self.topics
+        t = self.topics
         assigned = self.assigned()
         unbuilt = self.unbuilt()
         if unbuilt:
@@ -515,9 +501,9 @@ class Runtime:
             return
         tps = [TP(topic, p) for p in assigned for topic in (t.authorisations, t.settlements)]
         ends, earliest = await self.offsets(tps)
-        # Where this worker started reading a partition it has read nothing of yet.
-        committed = getattr(app.consumer, "_committed_offset", {})
+        expected = self.offsets_seen.expected  # where this worker resumes each partition
         now = _wall_ms()
+        ticks = self.out["ticks"]
         for p in assigned:
             lp = self.parts.get(p)
             if lp is None:
@@ -526,7 +512,7 @@ class Runtime:
             views = []
             for topic, kind in ((t.authorisations, AUTH), (t.settlements, SETTLEMENT)):
                 tp = TP(topic, p)
-                start = committed.get(tp)
+                start = expected.get((topic, p))
                 if start is None:
                     start = earliest.get(tp)
                 lag = self.progress.lag(topic, p, ends.get(tp), start)
@@ -540,7 +526,8 @@ class Runtime:
             if target is None and lp.needs_flush:
                 target = clock  # a no-op tick, so the agent flushes what a restore left
             if target is not None:
-                await app.producer.send(t.ticks, b"tick", encode_tick(target), p, None, None)
+                await ticks.send(key=b"tick", value=encode_tick(target), partition=p,
+                                 force=True)
 
 
 def _iso(ms: int) -> str:
@@ -548,11 +535,11 @@ def _iso(ms: int) -> str:
     return format_time_ms(ms)
 
 
-def _on_finding_acked(lp: LivePartition, mid: str, fut: asyncio.Future) -> None:
+def _on_finding_acked(lp: LivePartition, key: tuple[str, str], fut: asyncio.Future) -> None:
     if fut.cancelled() or fut.exception() is not None:
         exc = None if fut.cancelled() else fut.exception()
         _die("sending a finding failed (%s)", type(exc).__name__ if exc else "cancelled")
-    lp.acked(mid)
+    lp.acked(key)
 
 
 # ----------------------------------------------------------------------------------- the app
@@ -562,21 +549,44 @@ def load_policy_for(cfg: LiveConfig) -> Policy:
 
 def create_app(cfg: LiveConfig, policy: Policy | None = None, *,
                count_only: bool = False) -> faust.App:
-    """The faust app for `cfg`: topics, tables, the agent, the tick timer and the hooks.
+    """The faust app for `cfg`: topics, table `state`, the agent, the timers and the hooks.
 
     `count_only` gives the throughput baseline instead: the same topics, settings and
-    batching, an agent that only counts records (settlewatch_events_read_total), no tables.
+    batching, an agent that only counts records (settlewatch_events_read_total), no table.
     """
     policy = policy if policy is not None else load_policy_for(cfg)
+    app = _faust_app(cfg)
+    rt = Runtime(app, cfg, policy)
+    app.settlewatch = rt  # for tests and the demo
     t = cfg.topics
-    data_dir = cfg.data_dir or os.path.join(".settlewatch", cfg.app_id)
+    src = app.topic(t.authorisations, t.settlements, t.ticks, key_type=bytes, value_type=bytes,
+                    key_serializer="raw", value_serializer="raw")
+    if count_only:
+        _add_counting_agent(app, rt, src)
+    else:
+        _add_state(app, rt)
+        _add_reconcile_agent(app, rt, src)
+        _add_timers(app, rt)
+    _add_hooks(app, rt)
+    return app
+
+
+def data_dir_of(cfg: LiveConfig) -> Path:
+    """faust's data directory, its parents created (faust makes only the last level)."""
+    path = Path(cfg.data_dir or os.path.join(".settlewatch", cfg.app_id))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _faust_app(cfg: LiveConfig) -> faust.App:
+    """The faust App with the worker's settings; keys and values are raw bytes."""
     session_s = cfg.session_timeout_ms / 1000
-    app = faust.App(
+    return faust.App(
         cfg.app_id,
         broker=f"kafka://{cfg.bootstrap}",
         broker_credentials=kafka_security().faust_credentials(faust),  # SETTLEWATCH_KAFKA_*
         store=cfg.store,
-        datadir=data_dir,
+        datadir=str(data_dir_of(cfg)),
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=cfg.partitions,
@@ -589,49 +599,71 @@ def create_app(cfg: LiveConfig, policy: Policy | None = None, *,
         consumer_max_fetch_size=MAX_VALUE_BYTES,
         table_standby_replicas=0,
     )
-    rt = Runtime(app, cfg, policy)
-    app.settlewatch = rt  # for tests and the demo
 
-    src = app.topic(t.authorisations, t.settlements, t.ticks, key_type=bytes, value_type=bytes,
-                    key_serializer="raw", value_serializer="raw")
-    # Keys and values are bytes; the app's serializers are "raw".
-    table_opts = dict(partitions=cfg.partitions, key_type=bytes, value_type=bytes,
-                      extra_topic_configs={"max.message.bytes": str(MAX_VALUE_BYTES)})
-    rt.merchants = app.tables.add(SourcePartitionTable(
-        app, name="merchants", beacon=app.tables.beacon,
-        help="merchant_id -> reconciler state + outbox", **table_opts))
-    rt.clocks = app.tables.add(SourcePartitionTable(
-        app, name="clocks", beacon=app.tables.beacon,
-        help="p<n> -> partition n's event-time clock", **table_opts))
 
-    batch_within = cfg.batch_within_ms / 1000
+def _add_state(app: faust.App, rt: Runtime) -> None:
+    """Table `state` (one key per changed piece of state, finding or clock; see
+    streams.live.partition) and the topics the worker writes."""
+    cfg, t = rt.cfg, rt.topics
+    rt.state = app.Table(
+        "state", partitions=cfg.partitions, key_type=bytes, value_type=bytes,
+        help="<partition>\\x1e<tag>\\x1e<key> -> reconciler state, outbox finding or clock",
+        extra_topic_configs={"max.message.bytes": str(MAX_VALUE_BYTES)})
+    rt.changelog_topic = rt.state.changelog_topic.get_topic_name()
+    for name, topic in (("anomalies", t.anomalies), ("deadletter", t.deadletter),
+                        ("ticks", t.ticks)):
+        rt.out[name] = app.topic(topic, key_type=bytes, value_type=bytes,
+                                 key_serializer="raw", value_serializer="raw")
 
-    if count_only:
-        @app.agent(src, concurrency=1, name="count")
-        async def count(stream):
-            event_read, ticks = rt.metrics.event_read, t.ticks
-            async for events in stream.take_events(cfg.batch_max, within=batch_within):
-                for ev in events:
-                    topic = ev.message.topic
-                    if topic != ticks:
-                        event_read(topic)
 
-        _add_hooks(app, rt)
-        return app
+def _add_counting_agent(app: faust.App, rt: Runtime, src: Any) -> None:
+    """The throughput baseline: the same batching, an agent body that only counts."""
+    cfg, ticks = rt.cfg, rt.topics.ticks
+
+    @app.agent(src, concurrency=1, name="count")
+    async def count(stream):
+        event_read = rt.metrics.event_read
+        async for events in stream.take_events(cfg.batch_max,
+                                               within=cfg.batch_within_ms / 1000):
+            for ev in events:
+                topic = ev.message.topic
+                if topic != ticks:
+                    event_read(topic)
+
+
+def _add_reconcile_agent(app: faust.App, rt: Runtime, src: Any) -> None:
+    """The agent: batches through `Runtime.handle_batch`. `take_events` acks a batch when the
+    loop body ends, however it ends, so a batch that failed exits the process before that
+    (unacked, read again by the next incarnation), and a stop waits for the batch in hand."""
+    cfg = rt.cfg
 
     @app.agent(src, concurrency=1, name="reconcile")
     async def reconcile(stream):
         rt.stream = stream
-        async for events in stream.take_events(cfg.batch_max, within=batch_within):
+        async for events in stream.take_events(cfg.batch_max,
+                                               within=cfg.batch_within_ms / 1000):
+            batch = asyncio.ensure_future(rt.handle_batch(events))
             try:
-                await rt.handle_batch(events)
+                await asyncio.shield(batch)
             except asyncio.CancelledError:
-                # Stopping mid-batch: take_events would ack what was not processed.
-                _die("stopped in the middle of a batch of %d records", len(events))
+                if not batch.done():  # stopping: finish the batch in hand, so its ack is true
+                    log.info("stopping: finishing the batch in hand (%d records)", len(events))
+                    await _finish(batch, len(events))
+                raise
             except Exception as exc:
                 log.exception("batch failed")
                 _die("a batch failed (%s)", type(exc).__name__)
 
+
+async def _finish(batch: asyncio.Future, n: int) -> None:
+    try:
+        await batch
+    except BaseException as exc:
+        _die("stopped in the middle of a batch of %d records (%s)", n, type(exc).__name__)
+
+
+def _add_timers(app: faust.App, rt: Runtime) -> None:
+    """The watchdog (each second) and the clock tick (`tick_interval`, 0 for none)."""
     @app.timer(1.0, name="watchdog")
     async def watchdog():
         try:
@@ -641,8 +673,8 @@ def create_app(cfg: LiveConfig, policy: Policy | None = None, *,
         except Exception as exc:
             log.warning("watchdog check failed: %s: %s", type(exc).__name__, exc)
 
-    if cfg.tick_interval_ms > 0:
-        @app.timer(cfg.tick_interval_ms / 1000, name="clock_tick")
+    if rt.cfg.tick_interval_ms > 0:
+        @app.timer(rt.cfg.tick_interval_ms / 1000, name="clock_tick")
         async def clock_tick():
             try:
                 await rt.tick()
@@ -651,14 +683,14 @@ def create_app(cfg: LiveConfig, policy: Policy | None = None, *,
             except Exception as exc:  # the next tick tries again
                 log.warning("clock tick skipped: %s: %s", type(exc).__name__, exc)
 
-    _add_hooks(app, rt)
-    return app
-
 
 def _add_hooks(app: faust.App, rt: Runtime) -> None:
     """Metrics server at start-up; readiness and partition hand-over on rebalances."""
     @app.task
     async def start_metrics():
+        # faust's Monitor sensor keeps per-event statistics nothing reads (web is off): about
+        # a fifth of its per-event cost (DESIGN.md section 5); both modes drop it.
+        app.sensors.remove(app.monitor)
         rt.metrics.health.start_heartbeat()  # /healthz
         rt.serve_metrics()
         import signal
@@ -718,6 +750,28 @@ def check_topics(cfg: LiveConfig, timeout_s: float = 30.0) -> list[str]:
     return problems
 
 
+def use_uvloop() -> str:
+    """Run on uvloop when it is installed (faust-streaming[uvloop]): faust's per-event
+    machinery is mostly event-loop work. The name of the loop in use."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    import mode.loop
+    mode.loop.use("uvloop")
+    return "uvloop"
+
+
+class _Worker(faust.Worker):
+    """faust's Worker, with a deadline on stopping: SIGTERM (and Ctrl-C) call `stop`, which
+    with the broker gone can wait on it for far longer than a supervisor allows (issue 14:
+    more than 13 s). What faust acked is durable already, so a stop cut short loses nothing."""
+
+    async def stop(self) -> None:
+        arm_stop_deadline()
+        await super().stop()
+
+
 def run_worker(cfg: LiveConfig, *, count_only: bool = False) -> None:
     """Check the topics, then run the faust worker until SIGTERM / Ctrl-C."""
     from streams.runtime import tune_gc
@@ -727,6 +781,7 @@ def run_worker(cfg: LiveConfig, *, count_only: bool = False) -> None:
     problems = check_topics(cfg)
     if problems:
         raise click.ClickException("; ".join(problems))
+    loop = use_uvloop()
     policy = load_policy_for(cfg)
     app = create_app(cfg, policy, count_only=count_only)
     lost = refuse_lost_state(cfg.bootstrap, cfg.app_id,  # changelogs deleted or cut short
@@ -735,14 +790,14 @@ def run_worker(cfg: LiveConfig, *, count_only: bool = False) -> None:
                              kafka_security().kafka_python(), ticks=cfg.topics.ticks)
     if lost:
         raise click.ClickException(lost)
-    log.info("settlewatch worker %s%s: %s on %s, topics %s, tick every %dms at wall clock - %dms",
-             cfg.app_id, " (count only)" if count_only else "", cfg.config or "default policy",
-             cfg.bootstrap, ", ".join(cfg.topics.all()), cfg.tick_interval_ms,
-             cfg.allowance_ms(policy))
+    log.info("settlewatch worker %s%s: %s on %s, topics %s, tick every %dms at wall clock - %dms, "
+             "store %s, %s event loop", cfg.app_id, " (count only)" if count_only else "",
+             cfg.config or "default policy", cfg.bootstrap, ", ".join(cfg.topics.all()),
+             cfg.tick_interval_ms, cfg.allowance_ms(policy), cfg.store, loop)
     for handler in ours:  # faust installs its own; two would print every line twice
         logging.getLogger().removeHandler(handler)
     tune_gc()
-    worker = faust.Worker(app, loglevel=cfg.loglevel, quiet=True)
+    worker = _Worker(app, loglevel=cfg.loglevel, quiet=True)
     worker.execute_from_commandline()
 
 

@@ -202,6 +202,13 @@ class Metrics:
         self.last_read = Gauge(
             "settlewatch_last_read_timestamp_seconds",
             "Wall-clock time of the last record read from the topic.", ["topic"], registry=r)
+        self.changelog_records = Counter(
+            "settlewatch_changelog_records_total",
+            "State records the worker wrote to its changelog (changed keys, outbox, clock).",
+            registry=r)
+        self.changelog_bytes = Counter(
+            "settlewatch_changelog_bytes_total",
+            "Bytes of keys and values the worker wrote to its changelog.", registry=r)
         self.worker_up = Gauge(
             "settlewatch_worker_up", "1 while the worker consumes its topics, 0 otherwise.",
             registry=r)
@@ -270,6 +277,11 @@ class Metrics:
             self.findings.labels(kind, f.acquirer, status).inc()
             self.findings_amount.labels(kind, f.acquirer, f.currency, status).inc(
                 amount_at_stake(f))
+
+    def changelog_written(self, records: int, size: int) -> None:
+        """`records` changelog records of `size` bytes (keys and values) written."""
+        self.changelog_records.inc(records)
+        self.changelog_bytes.inc(size)
 
     def observe_processing(self, seconds: float, events: int = 1) -> None:
         """Worker time spent on `events` input events (one observation per event)."""
@@ -529,8 +541,12 @@ def _open_counts(rec) -> Iterable[tuple[str, str, int, int, int, int, int]]:
     keeps them, else one row per item of `open_items()`."""
     summary = getattr(rec, "open_summary", None)
     if summary is not None:
-        for (acquirer, currency, minute), (n, amount, n_missing, missing_minor) in \
-                summary().items():
+        try:  # the scrape thread reads while the event loop changes state: skip a torn read
+            rows = list(summary().items())
+        except (ValueError, RuntimeError, KeyError, IndexError):
+            log.debug("open-items summary changed while read; skipped this scrape")
+            return
+        for (acquirer, currency, minute), (n, amount, n_missing, missing_minor) in rows:
             yield acquirer, currency, minute * 60_000, n, amount, n_missing, missing_minor
         return
     for acquirer, currency, first_sale_ms, expected_minor, is_missing in rec.open_items():

@@ -1,29 +1,33 @@
 """The live worker's logic, apart from faust: one partition's reconciler, its outbox and dedupe,
-the clock-tick decision, and the encodings of table values and tick records.
+the clock-tick decision, and the encodings of table keys, values and tick records.
 
-Owns: `LiveConfig` (what `settlewatch worker` and `faust -A streams.live.app worker` are told),
-`LivePartition` (a `Reconciler` per input partition plus what makes its output safe under a
-crash), `tick_target` (when the wall clock may move event time) and `InputProgress` (offsets and
-silence per input partition). It imports the core, the wire layer and orjson; never faust or
-Kafka clients, so tests drive it without a broker (tests/live/test_live.py). `streams.live.app`
-feeds it records and does the I/O it asks for.
+Owns: `LivePartition` (a `Reconciler` per input partition plus what makes its output safe under
+a crash), `tick_target` (when the wall clock may move event time), `InputProgress` (offsets and
+silence per input partition) and `OffsetChecker` (whole input). It imports the core, the wire
+layer and orjson; never faust or Kafka clients, so tests drive it without a broker
+(tests/live/test_live.py). `streams.live.app` feeds it records and does the I/O it asks for.
+
+State, per change. A batch writes to table `state` only the keys that changed: the
+reconciler's own (`Reconciler.take_changes`: an item when it opens, changes and closes, a
+credit, a redelivery-id chunk...), one key per new finding (the outbox) and one deletion per
+finding the broker has acknowledged, then the partition's clock; ahead of them the same writes
+once more as the batch's journal (a few records), so that a worker killed while sending them
+is restored to the whole batch or to none of it. So a batch costs what its events and timers
+cost, whatever a merchant holds; no value grows with a merchant.
 
 Output guarantee (each (anomaly_id, status) on settlewatch.anomalies once, none lost):
-- *No loss: an outbox.* A finding is written into its merchant's table value (beside the
-  merchant's state, in the same changelog record), and is sent only once the broker has
-  acknowledged that record; faust may ack the batch, and so commit its offsets, only after
-  that (streams.live.app). A worker killed after the record was acknowledged re-sends the outbox on
+- *No loss: an outbox.* A finding is written to the table as its own key in the same batch
+  as the state that raised it, and is sent only once the broker has acknowledged every write
+  of the batch; faust may ack the batch, and so commit its offsets, only after that
+  (streams.live.app). A worker killed after the writes were acknowledged re-sends the outbox on
   restore; one killed before re-reads the input from the committed offset and raises the
-  finding again, because the state that produced it was not saved either. When every send of
-  a merchant's outbox is acknowledged, the merchant is written again without it.
+  finding again, because the state that produced it was not saved either. A finding the
+  broker acknowledged is deleted from the table at the next flush.
 - *No duplicate: dedupe against the output itself.* A finding re-sent from an outbox may
-  already be on the topic (the worker died between the send and clearing the outbox). On
-  restore, a partition reads settlewatch.anomalies partition n (findings are sent to the
-  partition number of the input they came from) from `dedupe_lookback` before its last saved
-  state, or before the oldest finding still in an outbox, and drops any (anomaly_id, status)
-  found there. A changelogged "published" table cannot close this gap on its own: the record
-  of a send and the send are two writes to two topics, and without a Kafka transaction one
-  can land without the other.
+  already be on the topic (the worker died between the send and the deletion). On restore, a
+  partition reads settlewatch.anomalies partition n (findings are sent to the partition number
+  of the input they came from) from `dedupe_lookback` before its last saved clock, or before
+  the oldest finding still in its outbox, and drops any (anomaly_id, status) found there.
 - Given that the input reaches the reconciler whole and in order per partition
   (`OffsetChecker`), and that one worker owns a partition at a time (Kafka's group protocol).
   Dead letters are at-least-once.
@@ -52,32 +56,90 @@ SETTLEMENT = "settlements"
 TICK = "ticks"
 
 
-# --------------------------------------------------------------------------------- configuration
-
-
 # ------------------------------------------------------------------------------------ encodings
-def encode_merchant(partition: int, snapshot: dict | None, outbox: list[dict] | None) -> bytes:
-    """Table value of a merchant: ``b"<partition>|"`` + JSON, so a partition's merchants can be
-    picked out of the table without decoding every value."""
-    body: dict[str, Any] = {"s": snapshot}
-    if outbox:
-        body["o"] = outbox
-    return b"%d|" % partition + orjson.dumps(body)
+# Table `state` holds, per input partition p, small keys written when they change:
+#   b"<p>\x1es\x1e" + reconciler state key  the core's per-change state (Reconciler.take_changes)
+#   b"<p>\x1eo\x1e" + anomaly_id \x1f status  one finding in the outbox: written before it is
+#                                             sent, deleted once the broker has it
+#   b"<p>\x1ec"                               the partition's clock, when it was written and the
+#                                             sequence number of the batch it closes
+#   b"<p>\x1ej\x1e<i>"                          part i of the journal: the newest batch's writes
+# The partition number leads the key, so a partition's keys are picked out of the table without
+# decoding a value, and every key of partition p goes to changelog partition p (written in order:
+# the clock last, so a clock on the changelog means its whole batch is there too).
+SEP = b"\x1e"
+STATE, OUTBOX, CLOCK, JOURNAL = b"s", b"o", b"c", b"j"
 
 
-def merchant_partition(value: bytes) -> int:
-    return int(value[:value.index(b"|")])
+def state_key(partition: int, key: str) -> bytes:
+    return b"%d\x1es\x1e" % partition + key.encode()
 
 
-def decode_merchant(value: bytes) -> tuple[int, dict | None, list[dict]]:
-    """(partition, snapshot or None, outbox) of a table value."""
-    cut = value.index(b"|")
-    body = orjson.loads(value[cut + 1:])
-    return int(value[:cut]), body.get("s"), body.get("o") or []
+def outbox_key(partition: int, anomaly_id: str, status: str) -> bytes:
+    return b"%d\x1eo\x1e" % partition + f"{anomaly_id}\x1f{status}".encode()
 
 
-def encode_clock(clock: dict[str, int], written_at_ms: int) -> bytes:
-    return orjson.dumps({"clock": clock, "written_at_ms": written_at_ms})
+def clock_key(partition: int) -> bytes:
+    return b"%d\x1ec" % partition
+
+
+def journal_key(partition: int, part: int) -> bytes:
+    return b"%d\x1ej\x1e%d" % (partition, part)
+
+
+JOURNAL_PART_BYTES = 512 * 1024  # a journal record holds about this much of a batch's writes
+
+
+def encode_journal(seq: int, writes: list[tuple[bytes, bytes | None]]) -> list[bytes]:
+    """A batch's writes as journal records (seq, part i of n, [key, value] pairs), each well
+    under Kafka's default record limit."""
+    parts: list[list] = [[]]
+    size = 0
+    for key, value in writes:
+        if size > JOURNAL_PART_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append([key.decode(), None if value is None else value.decode()])
+        size += len(key) + (len(value) if value is not None else 0)
+    return [orjson.dumps({"seq": seq, "part": i, "parts": len(parts), "w": w})
+            for i, w in enumerate(parts)]
+
+
+def journal_writes(values: Iterable[bytes]) -> tuple[int, list[tuple[bytes, bytes | None]]] | None:
+    """(seq, writes) of the newest journal whose parts are all there, None if none is."""
+    by_seq: dict[int, dict[int, dict]] = {}
+    for value in values:
+        d = orjson.loads(value)
+        by_seq.setdefault(d["seq"], {})[d["part"]] = d
+    for seq in sorted(by_seq, reverse=True):
+        parts = by_seq[seq]
+        n = next(iter(parts.values()))["parts"]
+        if len(parts) == n:
+            return seq, [(k.encode(), None if v is None else v.encode())
+                         for i in range(n) for k, v in parts[i]["w"]]
+    return None
+
+
+def key_partition(key: bytes) -> int | None:
+    """The input partition a table key belongs to, None for a key of another shape."""
+    cut = key.find(SEP)
+    try:
+        return int(key[:cut]) if cut > 0 else None
+    except ValueError:
+        return None
+
+
+def split_key(key: bytes) -> tuple[int, bytes, bytes] | None:
+    """(partition, tag, rest) of a table key, or None."""
+    parts = key.split(SEP, 2)
+    p = key_partition(key)
+    if p is None:
+        return None
+    return p, parts[1], parts[2] if len(parts) > 2 else b""
+
+
+def encode_clock(clock: dict[str, int], written_at_ms: int, seq: int = 0) -> bytes:
+    return orjson.dumps({"clock": clock, "written_at_ms": written_at_ms, "seq": seq})
 
 
 def decode_clock(value: bytes) -> tuple[dict[str, int], int]:
@@ -85,8 +147,8 @@ def decode_clock(value: bytes) -> tuple[dict[str, int], int]:
     return d["clock"], d["written_at_ms"]
 
 
-def clock_key(partition: int) -> bytes:
-    return b"p%d" % partition
+def clock_seq(value: bytes) -> int:
+    return orjson.loads(value).get("seq", 0)
 
 
 def encode_tick(tick_ms: int) -> bytes:
@@ -218,12 +280,12 @@ class OffsetChecker:
 @dataclass
 class Flush:
     """What a partition asks the shell to do at the end of a batch, in this order: write
-    `writes` (merchant key, value or None to delete) and `clock` into the tables, then send
-    `publish` (merchant_id, finding record) and report each acknowledgement with `acked`."""
+    `writes` (table key, value or None to delete; the clock last) to table `state` and wait
+    for the broker to acknowledge them, then send `publish` (merchant_id, outbox key, finding
+    record) and report each acknowledgement with `acked(outbox key)`."""
 
     writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
-    clock: bytes | None = None
-    publish: list[tuple[str, dict]] = field(default_factory=list)
+    publish: list[tuple[str, tuple[str, str], dict]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)  # of `publish`, for metrics
 
 
@@ -238,6 +300,9 @@ class LivePartition:
     """The reconciler of one input partition number, with its outbox and dedupe set.
 
     Feed it with `on_input` / `on_tick` in record order; call `flush` at the end of a batch.
+    A batch's writes are the reconciler's changed keys (`Reconciler.take_changes`), one key per
+    new finding, one deletion per finding the broker acknowledged, and the clock: their number
+    follows the batch's events and timers, never the state held.
     """
 
     def __init__(self, partition: int, policy: Policy, *, topics: Topics = Topics(),
@@ -251,13 +316,14 @@ class LivePartition:
         self.lookback_ms = dedupe_lookback_ms
         self.max_future_ms = policy.max_future_ms
         self._fresh: list[Finding] = []  # raised, not yet in the table
-        self._outbox: dict[str, list[dict]] = {}  # merchant -> findings in the table, unacked
-        self._unacked: dict[str, int] = {}
-        self._clear: set[str] = set()  # merchants whose outbox is all acknowledged
+        self._outbox: dict[tuple[str, str], int] = {}  # in the table, unacked -> detected ms
+        self._done: list[tuple[str, str]] = []  # acknowledged, still in the table
         self._sent: OrderedDict[tuple[str, str], int] = OrderedDict()  # (id, status) -> wall ms
         self._clock_written: dict[str, int] | None = None
+        self._seq = 0  # batches written
         self.suppressed = 0  # findings dropped as already published
         self.republished = 0
+        self.failures = 0  # records and timers the reconciler raised on (isolated)
         self._wire_topic = {AUTH: wire.AUTH_TOPIC, SETTLEMENT: wire.SETTLEMENT_TOPIC}
         self._real_topic = {AUTH: topics.authorisations, SETTLEMENT: topics.settlements}
 
@@ -266,7 +332,8 @@ class LivePartition:
     def on_input(self, kind: str, raw: bytes | None, record_time_ms: int, offset: int,
                  key: bytes | None = None) -> DeadLetter | None:
         """One record of an input topic (kind AUTH or SETTLEMENT); a reject comes back as
-        the dead letter to send."""
+        the dead letter to send. A record the reconciler raises on (now, or a timer its clock
+        move fires) is dead-lettered as processing_error: no single record stops the worker."""
         m = self.metrics
         topic = self._real_topic[kind]
         if m is not None:
@@ -276,18 +343,35 @@ class LivePartition:
             return self._reject(kind, r, offset, record_time_ms, key)
         if m is not None:
             m.last_event(topic, r.event_time_ms)
-        out = self.reconciler.on_event(r)
+        try:
+            out = self.reconciler.on_event(r)
+        except Exception as exc:  # a reconciler bug must not stop the partition
+            self.failures += 1
+            log.error("partition %d: processing failed at %s@%d: %s (record dead-lettered)",
+                      self.partition, topic, offset, type(exc).__name__)
+            return self.failed(kind, raw, record_time_ms, offset, key, exc)
         if out:
             self._fresh.extend(out)
         return None
+
+    MAX_TIMER_FAILURES = 1_000  # per tick; each failure consumes the timer that raised
 
     def on_tick(self, raw: bytes | None) -> bool:
         tick = decode_tick(raw or b"")
         if tick is None:
             return False
-        out = self.reconciler.advance_to(tick)
-        if out:
-            self._fresh.extend(out)
+        for _ in range(self.MAX_TIMER_FAILURES):
+            try:
+                out = self.reconciler.advance_to(tick)
+            except Exception as exc:  # a timer that raises is skipped, the rest still fire
+                self.failures += 1
+                log.error("partition %d: a timer failed moving the clock to %s: %s "
+                          "(skipped)", self.partition, wire.format_time_ms(tick),
+                          type(exc).__name__)
+                continue  # findings raised before it come out of the next call
+            if out:
+                self._fresh.extend(out)
+            break
         return True
 
     def failed(self, kind: str, raw: bytes | None, record_time_ms: int, offset: int,
@@ -310,20 +394,25 @@ class LivePartition:
 
     @property
     def needs_flush(self) -> bool:
-        return bool(self._fresh or self._clear)
+        return bool(self._fresh or self._done)
 
     def flush(self, now_ms: int) -> Flush:
-        """Findings raised since the last flush, deduped, into their merchants' outboxes;
-        every changed merchant's table value; the clock if it moved."""
+        """Findings raised since the last flush (deduped) into the outbox, acknowledged findings
+        out of it, the reconciler's changed keys, and the clock if anything changed.
+
+        The order is the order on the changelog partition, and a worker killed while sending
+        leaves a prefix of it there: so the outbox comes first (a state change on the
+        changelog is never without the finding it raised; a finding there without its state
+        is re-sent once and deduped when the re-read input raises it again), the ids kept to
+        recognise redeliveries come after the other state keys (an event is never taken for a
+        redelivery of one whose effects were lost), and the clock last."""
         out = Flush()
-        rec = self.reconciler
-        dirty = rec.take_dirty()
-        for mid in self._clear:
-            if not self._unacked.get(mid):
-                self._outbox.pop(mid, None)
-                self._unacked.pop(mid, None)
-                dirty.add(mid)
-        self._clear = set()
+        p = self.partition
+        writes = out.writes
+        dumps = orjson.dumps
+        acked, self._done = self._done, []
+        for k in acked:
+            writes.append((outbox_key(p, *k), None))
         fresh, self._fresh = self._fresh, []
         sent = self._sent
         for f in fresh:
@@ -333,31 +422,37 @@ class LivePartition:
                 continue
             sent[k] = now_ms
             record = wire.finding_to_dict(replace(f, detected_at_ms=now_ms))
-            mid = f.merchant_id
-            self._outbox.setdefault(mid, []).append(record)
-            self._unacked[mid] = self._unacked.get(mid, 0) + 1
-            dirty.add(mid)
-            out.publish.append((mid, record))
+            self._outbox[k] = now_ms
+            writes.append((outbox_key(p, *k), dumps(record)))
+            out.publish.append((f.merchant_id, k, record))
             out.findings.append(f)
-        p = self.partition
-        for mid in dirty:
-            snap = rec.snapshot_merchant(mid)
-            outbox = self._outbox.get(mid)
-            value = None if snap is None and not outbox else encode_merchant(p, snap, outbox)
-            out.writes.append((mid.encode(), value))
-        clock = rec.snapshot_clock()
-        if dirty or clock != self._clock_written:
-            out.clock = encode_clock(clock, now_ms)
+        ids = []
+        for k, v in self.reconciler.take_changes().items():
+            w = (state_key(p, k), None if v is None else dumps(v))
+            cut = k.find("\x1f")
+            if k[cut + 1:cut + 3] == "r\x1f":
+                ids.append(w)
+            else:
+                writes.append(w)
+        writes += ids
+        clock = self.reconciler.snapshot_clock()
+        if writes or clock != self._clock_written:
+            self._seq += 1
+            writes.append((clock_key(p), encode_clock(clock, now_ms, self._seq)))
             self._clock_written = clock
+            # The batch's writes once more, ahead of them, in a few records: a worker killed
+            # while sending leaves a prefix of the individual writes, which alone could be an
+            # inconsistent state (an event's keys half written); with its journal on the
+            # changelog the batch is restored whole, and without it none of it was sent.
+            out.writes = [(journal_key(p, i), v)
+                          for i, v in enumerate(encode_journal(self._seq, writes))] + writes
         self._expire_sent(now_ms)
         return out
 
-    def acked(self, merchant_id: str) -> None:
-        """One send of `merchant_id`'s outbox was acknowledged by the broker."""
-        n = self._unacked.get(merchant_id, 0) - 1
-        self._unacked[merchant_id] = max(n, 0)
-        if n <= 0:
-            self._clear.add(merchant_id)
+    def acked(self, key: tuple[str, str]) -> None:
+        """The finding `key` (anomaly_id, status) of the outbox is on the broker."""
+        if self._outbox.pop(key, None) is not None:
+            self._done.append(key)
 
     def _expire_sent(self, now_ms: int) -> None:
         sent, horizon = self._sent, now_ms - self.lookback_ms
@@ -370,45 +465,71 @@ class LivePartition:
     # -- recovery -------------------------------------------------------------------------
 
     @classmethod
-    def restore(cls, partition: int, policy: Policy, *, clock: bytes | None,
-                merchants: Iterable[tuple[bytes, bytes]], published: Iterable[tuple[str, str, int]],
-                now_ms: int, **kwargs: Any) -> tuple[LivePartition, list[tuple[str, dict]]]:
-        """A partition rebuilt from its table values, and the outbox findings to send again.
+    def restore(cls, partition: int, policy: Policy, *,
+                entries: Iterable[tuple[bytes, bytes]], published: Iterable[tuple[str, str, int]],
+                now_ms: int, **kwargs: Any) -> tuple[LivePartition, list[tuple[str, tuple, dict]]]:
+        """A partition rebuilt from its table keys, and the outbox findings to send again.
 
-        `merchants` are (key, value) of this partition's merchants; `published` the
-        (anomaly_id, status, record ms) already on the output partition (see `horizon_ms`);
-        `clock` the partition's saved clock record (only its write time is used).
+        `entries` are the (key, value) of this partition in table `state`; `published` the
+        (anomaly_id, status, record ms) already on the output partition (see `horizon_ms`).
+        The newest batch comes back whole: from its journal when its individual writes may be
+        incomplete (its clock, written last, is older than the journal). The clock comes back
+        too, and events re-read from the committed offsets (behind the saved state) are
+        recognised by the reconciler as redeliveries.
         """
         lp = cls(partition, policy, **kwargs)
         rec = lp.reconciler
-        # The saved clock is deliberately not restored. It was saved with the state of the
-        # last batch processed, which is ahead of the committed offsets the input is re-read
-        # from, and merchant records of that batch may not have reached the changelog (each
-        # is its own record). A restored clock would then treat the re-read events of such a
-        # merchant as late data and close its items before their re-read credits: false
-        # missing findings (seen in a restart test). A fresh clock is rebuilt by the re-read
-        # events themselves, the same way as at first start; what the saved state already
-        # closed stays closed, and a silent input is moved on by the next wall-clock tick.
         for aid, status, at in sorted(published, key=lambda x: x[2]):
             lp._sent[(aid, status)] = at
-        resend: list[tuple[str, dict]] = []
-        for key, value in merchants:
-            mid = key.decode() if isinstance(key, bytes) else key
-            _, snap, outbox = decode_merchant(value)
-            if snap is not None:
-                rec.restore_merchant(mid, snap)
-            if outbox:
-                lp._outbox[mid] = list(outbox)
-                for record in outbox:
-                    k = (record["anomaly_id"], record["status"])
-                    if k in lp._sent:
-                        continue
-                    lp._sent[k] = now_ms
-                    resend.append((mid, record))
-                    lp._unacked[mid] = lp._unacked.get(mid, 0) + 1
-                if not lp._unacked.get(mid):
-                    lp._clear.add(mid)
-        rec.take_dirty()  # restoring is not a change
+        latest: dict[bytes, bytes | None] = {}
+        journal: list[bytes] = []
+        for key, value in entries:
+            parts = split_key(key)
+            if parts is None or parts[0] != partition or value is None:
+                continue
+            if parts[1] == JOURNAL:
+                journal.append(value)
+            else:
+                latest[key] = value
+        written = clock_seq(latest[clock_key(partition)]) if clock_key(partition) in latest else 0
+        last = journal_writes(journal)
+        if last is not None and last[0] > written:
+            # killed while sending that batch: its journal is whole, its writes may not be
+            for key, value in last[1]:
+                latest[key] = value
+        lp._seq = max(written, last[0] if last is not None else 0)
+        state: list[tuple[str, object]] = []
+        outbox: list[dict] = []
+        clock: dict[str, int] | None = None
+        loads = orjson.loads
+        for key, value in latest.items():
+            if value is None:
+                continue
+            _, tag, rest = split_key(key)
+            if tag == STATE:
+                state.append((rest.decode(), loads(value)))
+            elif tag == OUTBOX:
+                outbox.append(loads(value))
+            elif tag == CLOCK:
+                clock = decode_clock(value)[0]
+        rec.restore_changes(state)
+        if clock is not None:
+            rec.restore_clock(clock)
+        resend: list[tuple[str, tuple, dict]] = []
+        for record in outbox:
+            k = (record["anomaly_id"], record["status"])
+            try:
+                at = wire.parse_time_ms(record["detected_at"])
+            except (KeyError, TypeError, ValueError):
+                at = now_ms
+            lp._outbox[k] = at
+            if k in lp._sent:
+                lp._done.append(k)  # already on the topic: out of the outbox at the next flush
+                del lp._outbox[k]
+                continue
+            lp._sent[k] = now_ms
+            resend.append((record["merchant_id"], k, record))
+        rec.take_changes()  # restoring is not a change
         lp._clock_written = rec.snapshot_clock()
         lp.republished = len(resend)
         drained = rec.drain()
@@ -417,18 +538,21 @@ class LivePartition:
         return lp, resend
 
     @staticmethod
-    def horizon_ms(clock: bytes | None, now_ms: int, lookback_ms: int,
-                   merchants: Iterable[tuple[bytes, bytes]] = ()) -> int:
+    def horizon_ms(entries: Iterable[tuple[bytes, bytes]], now_ms: int, lookback_ms: int) -> int:
         """From when the output partition must be read for dedupe on restore: `lookback_ms`
-        before the partition's last saved state, or before the oldest finding still in an
-        outbox (a quiet partition clears its outboxes only at its next batch)."""
-        start = now_ms if clock is None else min(decode_clock(clock)[1], now_ms)
-        for _, value in merchants:
-            if b'"o":' not in value:
+        before the partition's last saved clock, or before the oldest finding still in its
+        outbox (a quiet partition clears its outbox only at its next batch)."""
+        start = now_ms
+        for key, value in entries:
+            parts = split_key(key)
+            if parts is None or value is None:
                 continue
-            for record in decode_merchant(value)[2]:
+            tag = parts[1]
+            if tag == CLOCK:
+                start = min(start, decode_clock(value)[1])
+            elif tag == OUTBOX:
                 try:
-                    start = min(start, wire.parse_time_ms(record["detected_at"]))
+                    start = min(start, wire.parse_time_ms(orjson.loads(value)["detected_at"]))
                 except (KeyError, TypeError, ValueError):
                     continue
         return start - lookback_ms

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -27,6 +28,7 @@ from streams import wire
 from streams.core.events import Credit, PosEvent
 from streams.core.policy import default_policy
 from streams.core.reconcile import Reconciler, feed
+from streams.live.exits import EXIT_RESTART
 from streams.live.partition import encode_tick
 from streams.wire import Topics
 from streams.sim.producer import simulate_to_kafka
@@ -67,7 +69,10 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, every: floa
 
 
 class Worker:
-    """`settlewatch worker` in a subprocess, on a private topic set; log in `log_path`."""
+    """`settlewatch worker` in a subprocess, on a private topic set; log in `log_path`.
+
+    Supervised as systemd's Restart=on-failure would: a worker that exits with EXIT_RESTART
+    (it saw a hole in its input) is started again, as the demo and Kubernetes do."""
 
     env: dict[str, str] = {}  # extra environment (test_faults*.py: SETTLEWATCH_FAULT, ...)
 
@@ -78,8 +83,12 @@ class Worker:
         self.options = list(options)
         self.port = free_port()
         self.log_path = workdir / f"{name}.log"
+        self.data_dir = workdir / f"faust-data-{name}"  # each worker its own, as on two hosts
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.restarts = 0
+        self._stopping = False
+        self._lock = threading.Lock()
 
     def start(self) -> Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SETTLEWATCH_")}
@@ -87,13 +96,21 @@ class Worker:
         cmd = [sys.executable, "-c", "from streams.cli import main; main()", "worker",
                "--bootstrap", self.bootstrap, "--app-id", self.app_id,
                "--topic-prefix", self.prefix, "--metrics-port", str(self.port),
-               "--data-dir", str(self.workdir / "faust-data"), *self.options]
+               "--data-dir", str(self.data_dir), *self.options]
         self.starts += 1
         with open(self.log_path, "ab") as log:
             log.write(f"--- start {self.starts}\n".encode())
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          cwd=self.workdir, env=env)
+        threading.Thread(target=self._supervise, args=(self.proc,), daemon=True).start()
         return self
+
+    def _supervise(self, proc: subprocess.Popen) -> None:
+        rc = proc.wait()
+        with self._lock:
+            if rc == EXIT_RESTART and not self._stopping and proc is self.proc:
+                self.restarts += 1
+                self.start()
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         """Every sample of /metrics, keyed by (name, sorted labels); {} when not serving."""
@@ -106,9 +123,13 @@ class Worker:
         return sum(v for (n, _), v in self.metrics().items() if n == name)
 
     def alive(self) -> bool:
-        """True while running; fails the test with the log's tail once it has exited."""
+        """True while running; fails the test with the log's tail once it has exited (other
+        than for a restart)."""
         assert self.proc is not None
-        if self.proc.poll() is not None:
+        rc = self.proc.poll()
+        if rc == EXIT_RESTART and not self._stopping:
+            return False  # being restarted
+        if rc is not None:
             pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log()[-3000:]}",
                         pytrace=False)
         return True
@@ -125,10 +146,14 @@ class Worker:
 
     def kill(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
+        with self._lock:
+            self._stopping = True
+            self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
     def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
@@ -260,13 +285,14 @@ def assert_same_findings(got: list[dict], want: list[dict]) -> None:
 
 
 # -------------------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_the_worker_publishes_exactly_the_findings_of_the_pure_reconciler(
-        kafka_bootstrap, topics, worker):
+        kafka_bootstrap, topics, worker, store):
     events = scenario(8, merchants=60, sales_per_second=0.6, seed=11,
                       faults="late=3%,missing=3%,duplicate=2%,underpaid=3%,overpaid=1%,"
                              "orphan=1%,refund_netted=1%,redelivery=1%")
     stats = produce(kafka_bootstrap, topics, events)
-    w = worker("--tick-interval", "0")
+    w = worker("--tick-interval", "0", "--store", store)
     w.wait_ready()
     w.wait_read(stats.sent)
     # A tick three days past the last event closes every item and waits out every orphan.
@@ -361,3 +387,68 @@ def test_the_demo_runs_by_itself_and_shows_findings_arriving(kafka_bootstrap, to
               re.findall(r"([a-z]+) (\d+)", summary.split("findings: ")[1])}
     assert counts["missing"] > 0 and counts["underpaid"] > 0, summary
     assert "injected faults found so far" in out
+
+
+def _readme_worker_command() -> list[str]:
+    """The worker command of README.md's "The worker" section, split into words."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines()
+                if ln.startswith(".venv/bin/settlewatch worker "))
+    return line.split()
+
+
+def test_the_readme_worker_command_runs_as_written_from_a_fresh_directory(
+        kafka_bootstrap, tmp_path):
+    # Issue 14 item 1: faust made its data dir .settlewatch/<app id> without the parent.
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "settlewatch.toml").write_text((repo / "settlewatch.toml").read_text())
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "settlewatch") if w == ".venv/bin/settlewatch"
+           else kafka_bootstrap if w == "127.0.0.1:9092" else str(port) if w == "9308" else w
+           for w in _readme_worker_command()]
+    assert cmd[1:3] == ["worker", "--config"], cmd
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SETTLEWATCH_")}
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for("the README's worker to join its group",
+                 lambda: proc.poll() is None and scrape_metrics(port).get(
+                     ("settlewatch_worker_up", ())) == 1 or proc.poll() is not None, timeout=90)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert (tmp_path / ".settlewatch" / "settlewatch").is_dir()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+    assert rc == 0, log.read_text()[-3000:]
+
+
+def test_the_worker_stops_within_seconds_on_sigterm_after_its_broker_went_away(
+        stack_env, tmp_path, topic_prefix):
+    # Issue 14 item 13: with the broker gone, SIGTERM took more than 13 s. A broker of its own
+    # (the session's is shared), stopped under the running worker.
+    from conftest import run_stack
+    port, controller = free_port(), free_port()
+    env = dict(stack_env, SW_RUN_DIR=str(tmp_path / "stack"), SW_KAFKA_PORT=str(port),
+               SW_KAFKA_CONTROLLER_PORT=str(controller))
+    up = run_stack(env, "up", "kafka")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        w = Worker(f"127.0.0.1:{port}", "", tmp_path, app_id="sw-stop", name="stop",
+                   options=("--tick-interval", "200ms"))
+        w.start()
+        try:
+            w.wait_ready(timeout=90)
+            down = run_stack(env, "down", "kafka", timeout=120)
+            assert down.returncode == 0, down.stdout + down.stderr
+            time.sleep(3)  # the worker notices: fetches, heartbeats and ticks now fail
+            started = time.monotonic()
+            w.proc.send_signal(signal.SIGTERM)
+            rc = w.proc.wait(30)
+            took = time.monotonic() - started
+        finally:
+            w.stop()
+        assert took < 8, f"stopping took {took:.1f}s:\n{w.log()[-3000:]}"
+        assert rc == 0, w.log()[-3000:]
+    finally:
+        run_stack(env, "down", "--purge", "kafka", timeout=120)

@@ -114,7 +114,26 @@ def _make_command():
                        + ", ".join(f"{k} {n}" for k, n in sorted(sim.counts.items())))
             return
         from streams.sim.producer import simulate_to_kafka
-        simulate_to_kafka(sim, bootstrap=bootstrap, speedup=speedup, bad_rate=bad_rate)
+        # bad records: one after every 1/bad_rate events (simulate_to_kafka's bad_every)
+        bad_every = round(1 / bad_rate) if bad_rate else 0
+        expected = int(sales_per_second * span_ms / 1000 * 1.5) + 1
+        bad = (bad_records(random.Random(seed + 1), expected // bad_every + 1, now_ms)
+               if bad_every else ())
+
+        def progress(stats) -> None:
+            click.echo(f"sent {stats.authorisations} authorisation events, {stats.settlements} "
+                       f"credits, {stats.bad} bad records in {stats.wall_s:.0f}s", err=True)
+
+        try:
+            stats = simulate_to_kafka(sim.events(), bootstrap, speed=speedup, bad=bad,
+                                      bad_every=bad_every, progress=progress,
+                                      progress_every_s=10.0)
+        except RuntimeError as exc:  # records the broker refused
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"sent {stats.authorisations} authorisation events, {stats.settlements} "
+                   f"credits and {stats.bad} bad records to {bootstrap}"
+                   + (" (stopped)" if stats.stopped else "") + "; injected: "
+                   + ", ".join(f"{k} {n}" for k, n in sorted(sim.counts.items())))
 
     return simulate_command
 

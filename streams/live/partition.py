@@ -321,6 +321,9 @@ class LivePartition:
         self._sent: OrderedDict[tuple[str, str], int] = OrderedDict()  # (id, status) -> wall ms
         self._clock_written: dict[str, int] | None = None
         self._seq = 0  # batches written
+        # A batch restored from its journal, whose individual writes may not all be on the
+        # changelog: written again, first, by the next flush (the next journal replaces it).
+        self._rewrite: list[tuple[bytes, bytes | None]] = []
         self.suppressed = 0  # findings dropped as already published
         self.republished = 0
         self.failures = 0  # records and timers the reconciler raised on (isolated)
@@ -394,7 +397,7 @@ class LivePartition:
 
     @property
     def needs_flush(self) -> bool:
-        return bool(self._fresh or self._done)
+        return bool(self._fresh or self._done or self._rewrite)
 
     def flush(self, now_ms: int) -> Flush:
         """Findings raised since the last flush (deduped) into the outbox, acknowledged findings
@@ -410,6 +413,8 @@ class LivePartition:
         p = self.partition
         writes = out.writes
         dumps = orjson.dumps
+        rewrite, self._rewrite = self._rewrite, []
+        writes += [(k, v) for k, v in rewrite if split_key(k)[1] != CLOCK]
         acked, self._done = self._done, []
         for k in acked:
             writes.append((outbox_key(p, *k), None))
@@ -494,9 +499,11 @@ class LivePartition:
         written = clock_seq(latest[clock_key(partition)]) if clock_key(partition) in latest else 0
         last = journal_writes(journal)
         if last is not None and last[0] > written:
-            # killed while sending that batch: its journal is whole, its writes may not be
+            # killed while sending that batch: its journal is whole, its writes may not be;
+            # the next flush writes them again, since the next journal replaces this one
             for key, value in last[1]:
                 latest[key] = value
+            lp._rewrite = list(last[1])
         lp._seq = max(written, last[0] if last is not None else 0)
         state: list[tuple[str, object]] = []
         outbox: list[dict] = []

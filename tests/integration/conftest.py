@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaConnectionError, NodeNotReadyError
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = REPO / "deploy" / "local" / "stack"
@@ -120,10 +122,19 @@ def new_topics(kafka_admin, topic_prefix):
     the full names in the same order, once every partition has a leader."""
     def create(*names: str, partitions: int = 6) -> list[str]:
         full = [topic_prefix + name for name in names]
-        kafka_admin.create_topics(
-            {name: {"num_partitions": partitions, "replication_factor": 1} for name in full},
-            wait_for_metadata=True)
-        return full
+        # A test that restarted the broker leaves this shared client's connection stale: the
+        # first requests after it raise NodeNotReadyError until the client has reconnected.
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                kafka_admin.create_topics(
+                    {name: {"num_partitions": partitions, "replication_factor": 1}
+                     for name in full}, wait_for_metadata=True)
+                return full
+            except (NodeNotReadyError, KafkaConnectionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
     return create
 
 

@@ -50,7 +50,10 @@ RUN_BY_CI = {"make test"}
 
 
 def _port_free(port: int) -> bool:
+    """Free to listen on, as the servers bind it (SO_REUSEADDR: our own scrapes leave the
+    port's connections in TIME_WAIT for a minute)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -116,11 +116,14 @@ def produce_in_background(bootstrap, topics, events, **kwargs):
 def test_a_worker_killed_before_and_after_its_state_is_acked_loses_and_repeats_nothing(
         kafka_bootstrap, topics, workers, fault_note):
     events = scenario(8, merchants=40, sales_per_second=0.8, seed=31, faults=FAULTS)
-    first = workers(*NO_TICKS, name="first", fault="before_state_acked:4")
+    # Small batches, so that each worker reaches its fault point's batch however fast the
+    # backlog was produced (with the default 50,000 the second read it all in one or two).
+    small = ("--batch-max", "2000")
+    first = workers(*NO_TICKS, *small, name="first", fault="before_state_acked:4")
     first.wait_ready()
     join = produce_in_background(kafka_bootstrap, topics, events, rate=5000)
     wait_killed(first)
-    second = workers(*NO_TICKS, name="second", fault="after_state_acked_before_send:3")
+    second = workers(*NO_TICKS, *small, name="second", fault="after_state_acked_before_send:3")
     wait_killed(second)
     third = workers(*NO_TICKS, name="third")
     third.wait_ready(timeout=90)

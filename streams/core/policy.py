@@ -66,7 +66,7 @@ _DEFAULT_TIME = {
     "missing_horizon": "90d",
     "redelivery_window": "35d",
 }
-_TOP_KEYS = ("timezone", "holidays", "workdays", "tolerance", "fees", "cycles", "time")
+_TOP_KEYS = ("timezone", "holidays", "workdays", "tolerance", "fees", "cycles", "time", "aging")
 _CYCLE_KEYS = ("acquirer", "merchant_id", "mode", "due", "cutoff", "grace", "timezone")
 _FEE_KEYS = ("bps", "cap_minor")
 _TOLERANCE_KEYS = ("absolute_minor", "relative_bps")
@@ -141,6 +141,44 @@ class Cycle:
     timezone: str
 
 
+@dataclass(frozen=True, slots=True)
+class AgingTier:
+    """One `[[aging.tiers]]` entry: a finding is in this tier when its amount at stake reaches
+    `min_amount` (in the currency's major unit, or `min_amount_minor[currency]`) or its age
+    reaches `min_age_days` business days; the first tier reached wins. The last tier has
+    neither (it takes the rest). `due` is how long the ops team has to act once a finding
+    enters the tier: a duration (`due_ms`) or `due_business_days` business days."""
+
+    name: str
+    min_amount: tuple[int, int] | None  # (digits, digits after the point): "100000.00" -> (10000000, 2)
+    min_amount_minor: dict[str, int]  # per currency, overrides min_amount
+    min_age_days: int | None
+    due_ms: int
+    due_business_days: int
+    due_text: str
+
+    def threshold_minor(self, currency: str, digits: int) -> int | None:
+        """`min_amount` in minor units of a currency with `digits` minor-unit digits (rounded
+        up: a threshold of 0.5 yen is reached at 1 yen), or None when amount never decides."""
+        if currency in self.min_amount_minor:
+            return self.min_amount_minor[currency]
+        if self.min_amount is None:
+            return None
+        value, scale = self.min_amount
+        if digits >= scale:
+            return value * 10 ** (digits - scale)
+        return -(-value // 10 ** (scale - digits))
+
+
+@dataclass(frozen=True, slots=True)
+class AgingRules:
+    """`[aging]`: the tiers, most severe first, and how long a finding without a resolution
+    event (every aged kind but missing) stays in the aging view."""
+
+    tiers: tuple[AgingTier, ...]
+    horizon_ms: int
+
+
 class _Zone:
     """A time zone with its cache of UTC offsets per 15-minute bucket of UTC time."""
 
@@ -202,6 +240,8 @@ class Policy:
     missing_horizon_ms: int = 90 * 86_400_000
     # ids that recognise a redelivered event are kept this long after the event's own time
     redelivery_window_ms: int = 35 * 86_400_000
+    # SLA tiers of open findings by amount at stake and age in business days (streams.core.aging)
+    aging: AgingRules = field(default_factory=lambda: DEFAULT_AGING)
     # caches (not part of equality or repr)
     _zone: _Zone = field(init=False, repr=False, compare=False)
     _cycle_zones: tuple[_Zone, ...] = field(init=False, repr=False, compare=False)
@@ -321,6 +361,11 @@ class Policy:
         first = self.local_day(start_ms + 1, cycle)
         last = self.local_day(end_ms - 1, cycle)
         return any(not self.is_business_day(d) for d in range(first, last + 1))
+
+    def local_time_ms(self, ordinal: int, minute: int = 0) -> int:
+        """Local wall time `minute` after midnight of date `ordinal`, in the policy's zone, as
+        epoch ms (the later reading in a DST gap or overlap)."""
+        return self._zone.to_utc_ms(ordinal, minute)
 
     # ---- trade dates and deadlines (the hot path) ---------------------------------------
 
@@ -483,6 +528,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         keep_settled_ms=times["keep_settled"],
         missing_horizon_ms=times["missing_horizon"],
         redelivery_window_ms=times["redelivery_window"],
+        aging=_aging(doc["aging"], "aging") if "aging" in doc else DEFAULT_AGING,
     )
 
 
@@ -750,3 +796,116 @@ def _cycle(value: Any, key: str, index: int, default_tz: str) -> Cycle:
         grace_ms=grace_ms,
         timezone=tz_name,
     )
+
+
+# ---- [aging]: SLA tiers of open findings (used by streams.core.aging) ----------------------
+
+_AGING_KEYS = ("horizon", "tiers")
+_AGING_TIER_KEYS = ("name", "min_amount", "min_amount_minor", "min_age_days", "due")
+_DEFAULT_AGING_HORIZON = "14d"
+_AMOUNT_RE = re.compile(r"(\d{1,15})(?:\.(\d{1,4}))?")
+_DUE_BUSINESS_DAYS_RE = re.compile(r"(\d{1,3}) business days?")
+_TIER_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def _aging(value: Any, key: str) -> AgingRules:
+    a = _table(value, key, _AGING_KEYS)
+    horizon_ms = parse_duration_ms(a.get("horizon", _DEFAULT_AGING_HORIZON), _join(key, "horizon"))
+    if horizon_ms <= 0:
+        raise PolicyError(_join(key, "horizon"), "must be longer than 0")
+    raw = a.get("tiers")
+    tiers_key = _join(key, "tiers")
+    if raw is None:
+        return AgingRules(DEFAULT_AGING.tiers, horizon_ms)
+    if not isinstance(raw, list) or not raw:
+        raise PolicyError(tiers_key, "expected one or more [[aging.tiers]] entries")
+    tiers = tuple(_aging_tier(t, f"{tiers_key}[{i}]") for i, t in enumerate(raw))
+    names = [t.name for t in tiers]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise PolicyError(f"{tiers_key}[{i}].name", f"{name!r} is used by an earlier tier")
+    for i, t in enumerate(tiers[:-1]):
+        if t.min_amount is None and not t.min_amount_minor and t.min_age_days is None:
+            raise PolicyError(f"{tiers_key}[{i}]", "a tier with neither min_amount nor "
+                              "min_age_days takes every finding: only the last tier may")
+    last = tiers[-1]
+    if last.min_amount is not None or last.min_amount_minor or last.min_age_days is not None:
+        raise PolicyError(f"{tiers_key}[{len(tiers) - 1}]", "the last tier takes every finding "
+                          "the others do not: leave out min_amount, min_amount_minor and "
+                          "min_age_days")
+    return AgingRules(tiers, horizon_ms)
+
+
+def _aging_tier(value: Any, key: str) -> AgingTier:
+    t = _table(value, key, _AGING_TIER_KEYS)
+    for required in ("name", "due"):
+        if required not in t:
+            raise PolicyError(_join(key, required), "required")
+    name = t["name"]
+    if not isinstance(name, str) or not _TIER_NAME_RE.fullmatch(name):
+        raise PolicyError(_join(key, "name"), "expected a lower-case word such as 'critical' "
+                          f"(a metric label value), got {_shown(name)}")
+    min_amount = None
+    if "min_amount" in t:
+        amount = t["min_amount"]
+        akey = _join(key, "min_amount")
+        if isinstance(amount, bool) or isinstance(amount, float):
+            raise PolicyError(akey, f"write the amount as a string such as \"100000.00\" "
+                              f"(exact decimal, never a float), got {amount!r}")
+        if isinstance(amount, int):
+            amount = str(amount)
+        m = _AMOUNT_RE.fullmatch(amount.replace(",", "")) if isinstance(amount, str) else None
+        if m is None:
+            raise PolicyError(akey, "expected an amount in major units such as \"100000.00\", "
+                              f"got {_shown(amount)}")
+        frac = m[2] or ""
+        min_amount = (int(m[1] + frac), len(frac))
+    by_currency: dict[str, int] = {}
+    if "min_amount_minor" in t:
+        ckey = _join(key, "min_amount_minor")
+        table = t["min_amount_minor"]
+        if not isinstance(table, dict):
+            raise PolicyError(ckey, f"expected a table of currency = minor units, got {_shown(table)}")
+        from .currencies import CURRENCY_CODES
+        for code, v in table.items():
+            if code not in CURRENCY_CODES:
+                raise PolicyError(_join(ckey, code), "not an ISO 4217 currency code")
+            by_currency[code] = _int(v, _join(ckey, code), 0)
+    min_age = _int(t["min_age_days"], _join(key, "min_age_days"), 0, 3650) \
+        if "min_age_days" in t else None
+    due = t["due"]
+    dkey = _join(key, "due")
+    due_ms = due_days = 0
+    if isinstance(due, str) and (m := _DUE_BUSINESS_DAYS_RE.fullmatch(due.strip())):
+        due_days = int(m[1])
+        if due_days == 0:
+            raise PolicyError(dkey, "0 business days: write a duration such as '4h' instead")
+    elif isinstance(due, str) and _DURATION_RE.fullmatch(due.strip()):
+        due_ms = parse_duration_ms(due, dkey)
+    else:
+        raise PolicyError(dkey, "expected a duration such as '4h' or 'N business days' "
+                          f"('1 business day'), got {_shown(due)}")
+    return AgingTier(name=name, min_amount=min_amount, min_amount_minor=by_currency,
+                     min_age_days=min_age, due_ms=due_ms, due_business_days=due_days,
+                     due_text=due.strip())
+
+
+def _default_tier(name: str, amount: str | None, age: int | None, due: str) -> AgingTier:
+    doc: dict[str, Any] = {"name": name, "due": due}
+    if amount is not None:
+        doc["min_amount"] = amount
+    if age is not None:
+        doc["min_age_days"] = age
+    return _aging_tier(doc, "aging")
+
+
+# The tiers when the file has no [aging] (the shipped settlewatch.toml spells the same out).
+DEFAULT_AGING = AgingRules(
+    tiers=(
+        _default_tier("critical", "100000.00", 5, "4h"),
+        _default_tier("high", "10000.00", 3, "1 business day"),
+        _default_tier("medium", "1000.00", 1, "2 business days"),
+        _default_tier("low", None, None, "5 business days"),
+    ),
+    horizon_ms=14 * MS_PER_DAY,
+)

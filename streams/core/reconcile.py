@@ -67,6 +67,9 @@ tag     rest                    value
 ``d``   event_id                one deduction (a refund or reversal netted into a later credit)
 ``b``   sequence number         one event buffered until the clock reaches it
 ``r``   day ``\x1f`` chunk      up to 1,000 ids kept for redelivery, of events of that UTC day
+``g``   anomaly_id              one open finding in the aging view (``aging=True``; see
+                                streams.core.aging): written when it opens, deleted when it
+                                resolves or passes its horizon
 ======  ======================  =================================================================
 
 No value grows with a merchant's size: a batch's sales, the deductions and the buffered events
@@ -91,6 +94,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, cast
 
 from . import causes
+from .aging import AgingBook
 from .events import (
     AUTHORISATION,
     DECLINED,
@@ -350,7 +354,7 @@ class Reconciler:
     """
 
     def __init__(self, policy: Policy, observer: Observer | None = None, *,
-                 track_changes: bool = False) -> None:
+                 track_changes: bool = False, aging: bool = False) -> None:
         self.policy = policy
         self.observer = observer
         self.stats = Stats()
@@ -386,6 +390,8 @@ class Reconciler:
         self._late_touched: set[Item] = set()
         self._contrib: dict[Item, tuple[tuple[str, str, int], int, bool]] = {}
         self._summary: dict[tuple[str, str, int], list[int]] = {}
+        # Open findings aged by SLA tier (streams.core.aging), when asked for: None otherwise
+        self.aging: AgingBook | None = AgingBook(policy, self._aging_changed) if aging else None
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -468,6 +474,8 @@ class Reconciler:
         if clock > self.clock_ms:
             self.clock_ms = clock
             self._run()
+            if self.aging is not None and self.aging.next_expiry_ms < clock:
+                self.aging.expire(clock)
 
     def _run(self) -> None:
         """Release buffered events and fire timers, in time order, up to the clock."""
@@ -555,6 +563,14 @@ class Reconciler:
         if changes is not None:
             changes[(m.merchant_id, "c", rec.credit.credit_id)] = rec
 
+    def _aging_changed(self, mid: str, anomaly_id: str, entry: Any) -> None:
+        """An open finding entered (entry) or left (None) the aging view: state key ``g``."""
+        key = (mid, "g", anomaly_id)
+        if entry is None:
+            self._changed(key, None)
+        else:
+            self._created(key, AgingBook.to_plain(entry))
+
     def _every_key(self) -> dict[tuple, Any]:
         """Every live state key, as take_changes would mark them (once, when tracking starts)."""
         out: dict[tuple, Any] = {}
@@ -573,6 +589,9 @@ class Reconciler:
         for (mid, day), chunks in self._seen_chunks.items():
             for n, chunk in enumerate(chunks):
                 out[(mid, "r", f"{day}\x1f{n}")] = chunk
+        if self.aging is not None:
+            for aid, entry in self.aging.entries.items():
+                out[(entry.merchant_id, "g", aid)] = AgingBook.to_plain(entry)
         return out
 
     def take_changes(self) -> dict[str, object | None]:
@@ -614,7 +633,7 @@ class Reconciler:
         """Rebuild state from the latest value of every live key of :meth:`take_changes`, in
         any order, on a fresh reconciler; re-arms timers and the buffer. Then call
         :meth:`restore_clock` and :meth:`drain`."""
-        tags: dict[str, list[tuple[str, str, Any]]] = {t: [] for t in "iscdbr"}
+        tags: dict[str, list[tuple[str, str, Any]]] = {t: [] for t in "iscdbrg"}
         for key, value in entries:
             if value is None:
                 continue
@@ -657,6 +676,9 @@ class Reconciler:
             self._seen_day(mid, day)
         for m in merchants.values():
             self._rearm(m)
+        if self.aging is not None:
+            for mid, aid, v in tags["g"]:
+                self.aging.restore(mid, aid, cast(list, v))
         self._changes = {}  # restoring is not a change; what follows is tracked
         self._born.clear()
 
@@ -758,6 +780,8 @@ class Reconciler:
             return []  # never hand out the internal list
         self._out = []
         self.stats.findings += len(out)
+        if self.aging is not None:
+            self.aging.note(out)
         return out
 
     # -- applying events -------------------------------------------------------------------------
@@ -1448,6 +1472,13 @@ class Reconciler:
             return None
         first = min(s.event_time_ms for s in item.sales)
         return ((item.acquirer, item.currency, first // 60_000), self._expected(item), missing)
+
+    def aging_summary(self) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """Open findings by (acquirer, currency, SLA tier) -> (count, amount at stake), aged to
+        the clock (streams.core.aging; empty unless built with ``aging=True``)."""
+        if self.aging is None or self.clock_ms == NEVER:
+            return {}
+        return self.aging.summary(self.clock_ms)
 
     def open_item_count(self) -> int:
         """Items in state open (a counter, not a scan)."""

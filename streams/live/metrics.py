@@ -40,6 +40,10 @@ The series (type, labels):
   settlewatch_event_clock_lag_seconds           gauge    -            wall clock - reconciler clock (worst partition)
   settlewatch_reconcilers                       gauge    -            live reconcilers (assigned partitions)
   settlewatch_currency_minor_unit_digits        gauge    currency     ISO 4217 exponent of each currency seen
+  -- open findings aged by SLA tier, from the core's counters at scrape time (AgingCollector):
+  settlewatch_open_findings                     gauge    acquirer,tier            open findings (streams.core.aging)
+  settlewatch_open_findings_amount_minor        gauge    acquirer,currency,tier   their amount at stake
+  settlewatch_aging_tier_info                   gauge    tier,rank,due            1 per configured tier (rank 0 most severe)
 
 Match rate is `items_closed_total{outcome="matched"} / items_closed_total`; the late-credit ratio
 is `findings_total{kind="late"} / settlement_delay_seconds_count`.
@@ -66,6 +70,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from streams.core import aging
 from streams.core.currencies import minor_digits
 from streams.core.events import Finding, FindingKind, Status
 from streams.live.health import Health
@@ -106,14 +111,9 @@ def currency_minor_unit_digits(currency: str) -> int:
 
 
 def amount_at_stake(finding: Finding) -> int:
-    """The money a finding puts at stake, in minor units (never negative)."""
-    kind = finding.kind
-    if kind is FindingKind.MISSING:
-        return finding.expected_minor
-    if kind in (FindingKind.UNDERPAID, FindingKind.OVERPAID):
-        return abs(finding.difference_minor)
-    # duplicate, orphan, late: the credit concerned.
-    return finding.received_minor
+    """The money a finding puts at stake, in minor units (never negative): the core's rule
+    (streams.core.aging), which the aging tiers use too."""
+    return aging.amount_at_stake(finding.kind, finding.expected_minor, finding.received_minor)
 
 
 class ReconcilerView(Protocol):
@@ -216,6 +216,8 @@ class Metrics:
             "settlewatch_worker", "The worker's version and name.", registry=r)
         self.open_items = OpenItemsCollector(self.topics, now=now, currencies=self._currencies)
         r.register(self.open_items)
+        self.aging = AgingCollector()
+        r.register(self.aging)
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None, *,
@@ -255,6 +257,7 @@ class Metrics:
     def watch(self, reconcilers: Callable[[], Iterable[ReconcilerView]]) -> None:
         """Read open items, watermarks and the clock from `reconcilers()` at each scrape."""
         self.open_items.source = reconcilers
+        self.aging.source = reconcilers
 
     def event_read(self, topic: str) -> None:
         """One record read from `topic` (before decoding: rejected records count too)."""
@@ -559,3 +562,72 @@ def _age_label(age_s: float) -> str:
         if age_s < upper:
             return label
     return AGE_BUCKETS[-1][1]
+
+
+class AgingCollector:
+    """Open findings by SLA tier, read at scrape time from each reconciler's aging counters
+    (`Reconciler.aging_summary`, streams.core.aging): a scrape costs the counters' keys, never
+    a pass over the open findings. Each acquirer (and acquirer, currency) seen keeps a series
+    per tier, at 0 once its findings close, so an alert on a tier resolves instead of
+    vanishing. A reconciler built without aging contributes nothing."""
+
+    def __init__(self, source: Callable[[], Iterable[Any]] | None = None) -> None:
+        self.source = source
+        self._tiers: tuple[str, ...] = ()
+        self._dues: tuple[str, ...] = ()
+        self._acquirers: set[str] = set()
+        self._pairs: set[tuple[str, str]] = set()
+
+    def describe(self):
+        return list(self._families())
+
+    @staticmethod
+    def _families():
+        return (
+            GaugeMetricFamily(
+                "settlewatch_open_findings",
+                "Open findings (missing until credited; underpaid, overpaid, duplicate and "
+                "orphan for aging.horizon), by SLA tier of amount at stake and business-day "
+                "age.", labels=["acquirer", "tier"]),
+            GaugeMetricFamily(
+                "settlewatch_open_findings_amount_minor",
+                "Amount at stake of open findings, minor units, by SLA tier.",
+                labels=["acquirer", "currency", "tier"]),
+            GaugeMetricFamily(
+                "settlewatch_aging_tier_info",
+                "1 per configured SLA tier; rank 0 is the most severe, due the time ops has.",
+                labels=["tier", "rank", "due"]),
+        )
+
+    def collect(self):
+        count, amount, info = self._families()
+        by_acquirer: dict[tuple[str, str], int] = {}
+        by_pair: dict[tuple[str, str, str], int] = {}
+        for rec in list(self.source()) if self.source is not None else ():
+            book = getattr(rec, "aging", None)
+            if book is None:
+                continue
+            if not self._tiers:
+                self._tiers = book.tiers.names
+                self._dues = tuple(t.due_text for t in book.tiers.rules.tiers)
+            try:  # the scrape thread reads while the event loop changes state: skip a torn read
+                rows = rec.aging_summary()
+            except (ValueError, RuntimeError, KeyError, IndexError):
+                log.debug("aging counters changed while read; skipped this reconciler")
+                continue
+            for (acquirer, currency, tier), (n, minor) in rows.items():
+                by_acquirer[(acquirer, tier)] = by_acquirer.get((acquirer, tier), 0) + n
+                k = (acquirer, currency, tier)
+                by_pair[k] = by_pair.get(k, 0) + minor
+                self._acquirers.add(acquirer)
+                self._pairs.add((acquirer, currency))
+        for acquirer in sorted(self._acquirers):
+            for tier in self._tiers:
+                count.add_metric([acquirer, tier], by_acquirer.get((acquirer, tier), 0))
+        for acquirer, currency in sorted(self._pairs):
+            for tier in self._tiers:
+                amount.add_metric([acquirer, currency, tier],
+                                  by_pair.get((acquirer, currency, tier), 0))
+        for rank, (tier, due) in enumerate(zip(self._tiers, self._dues)):
+            info.add_metric([tier, str(rank), due], 1)
+        yield from (count, amount, info)

@@ -310,7 +310,7 @@ class LivePartition:
                  dedupe_lookback_ms: int = 15 * 60_000) -> None:
         self.partition = partition
         self.policy = policy
-        self.reconciler = Reconciler(policy, observer)
+        self.reconciler = Reconciler(policy, observer, aging=True)
         self.topics = topics
         self.metrics = metrics
         self.lookback_ms = dedupe_lookback_ms

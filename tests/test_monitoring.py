@@ -25,7 +25,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.core.events import Finding, FindingKind, Status
+from streams.core.events import Credit, Finding, FindingKind, PosEvent, Status
+from streams.core.policy import default_policy
+from streams.core.reconcile import Reconciler
 from streams.live.metrics import AGE_BUCKETS, Metrics
 from streams.ops.smtpsink import SmtpSink, text_of
 
@@ -46,7 +48,8 @@ FOREIGN = {"up": "Prometheus", "ALERTS": "Prometheus",
 TARGET_LABELS = {"job", "instance"}
 # The values a closed label may take (a typo in a matcher would select nothing, silently).
 CLOSED_LABELS = {"kind": {str(k) for k in FindingKind}, "status": {str(s) for s in Status},
-                 "outcome": {"matched", "unmatched"}, "age": {a for _, a in AGE_BUCKETS}}
+                 "outcome": {"matched", "unmatched"}, "age": {a for _, a in AGE_BUCKETS},
+                 "rank": {str(n) for n in range(len(default_policy().aging.tiers))}}
 
 
 # -- a worker's metrics, exercised --------------------------------------------------------------
@@ -116,9 +119,21 @@ def exercise(m: Metrics, step: int = 0) -> None:
     m.set_up(True)
 
 
+def aged_findings(now_ms: int) -> Reconciler:
+    """A real reconciler with open findings in its aging book: a missing sale and an orphan."""
+    r = Reconciler(default_policy(), aging=True)
+    r.on_event(PosEvent("authorisation", "e1", "a1", "m1", "t1", "ACQ-A", "credit", 20_000_000,
+                        "CNY", now_ms - 5 * DAY_MS))
+    r.on_event(Credit("c1", "m1", "ACQ-B", 7_000, "JPY", now_ms - 3 * DAY_MS, ("nobody",)))
+    r.advance_to(now_ms)
+    return r
+
+
 def exercised_metrics(registry=None) -> Metrics:
     m = Metrics.create(registry, version="test", worker="test")
-    m.watch(lambda: [open_items_now(int(time.time() * 1000), {"ACQ-A": 30})])
+    now_ms = int(time.time() * 1000)
+    aged = aged_findings(now_ms)
+    m.watch(lambda: [open_items_now(now_ms, {"ACQ-A": 30}), aged])
     exercise(m)
     return m
 
@@ -296,7 +311,7 @@ def alert_blocks() -> dict[str, str]:
 
 def test_every_alert_has_severity_annotations_and_a_runbook_section():
     blocks = alert_blocks()
-    assert len(blocks) == 12
+    assert len(blocks) == 14
     headings = set(re.findall(r"^## (\w+)$", RUNBOOK.read_text(), re.M))
     for name, block in blocks.items():
         assert re.search(r"^\s+severity: (critical|warning)$", block, re.M), name
@@ -358,7 +373,7 @@ def test_the_rendered_alertmanager_config_passes_amtool_and_holds_no_secret(tool
     out = subprocess.run([tools["amtool"], "check-config", str(config)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "4 inhibit rules" in out.stdout and "4 receivers" in out.stdout
+    assert "4 inhibit rules" in out.stdout and "5 receivers" in out.stdout
     text = config.read_text()
     assert "s3cret" not in text
     assert "smtp_auth_password_file: '" + str(rendered.parents[1] / "smtp-password") in text
@@ -379,6 +394,16 @@ def test_the_rendered_alertmanager_config_passes_amtool_and_holds_no_secret(tool
     ({"category": "settlement", "severity": "warning", "acquirer": "ACQ-Z"}, "ops-email"),
     ({"category": "pipeline", "severity": "critical"}, "oncall-email"),
     ({"category": "pipeline", "severity": "warning"}, "ops-email"),
+    # Aging by SLA tier: the top tier pages on-call (with the acquirer's copy, as any
+    # critical settlement alert); every other tier goes to the daily digest, and only there.
+    ({"alertname": "SettlewatchAgingCritical", "category": "settlement", "severity": "critical",
+      "acquirer": "ACQ-Z", "tier": "critical"}, "oncall-email"),
+    ({"alertname": "SettlewatchAgingCritical", "category": "settlement", "severity": "critical",
+      "acquirer": "ACQ-A", "tier": "critical"}, "acquirer-ACQ-A,oncall-email"),
+    ({"alertname": "SettlewatchAgingDigest", "category": "settlement", "severity": "warning",
+      "digest": "daily", "acquirer": "ACQ-A", "tier": "high"}, "digest-email"),
+    ({"alertname": "SettlewatchAgingDigest", "category": "settlement", "severity": "warning",
+      "digest": "daily", "acquirer": "ACQ-Z", "tier": "low"}, "digest-email"),
 ])
 def test_alerts_route_by_category_severity_and_acquirer(tools, rendered, labels, receivers):
     args = [f"{k}={v}" for k, v in {"service": "settlewatch", **labels}.items()]
@@ -387,6 +412,18 @@ def test_alerts_route_by_category_severity_and_acquirer(tools, rendered, labels,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip() == receivers
+
+
+def test_the_aging_digest_is_sent_once_a_day_in_one_mail_for_every_acquirer(tools, rendered):
+    out = subprocess.run([tools["amtool"], "config", "routes", "show",
+                          f"--config.file={rendered / 'alertmanager.yml'}"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = (rendered / "alertmanager.yml").read_text()
+    route = text.split("matchers: ['digest=\"daily\"']", 1)[1].split("\n        - ", 1)[0]
+    assert "receiver: digest-email" in route
+    assert "group_by: [service, digest]" in route
+    assert "group_interval: 24h" in route and "repeat_interval: 24h" in route
 
 
 def test_the_local_config_renders_without_credentials(tmp_path, tools):

@@ -9,6 +9,31 @@ ACQ = 'acquirer=~"$acquirer"'
 ACQ_CH = 'acquirer=~"$acquirer", channel=~"$channel"'
 
 
+def aging_panels():
+    """Open findings by SLA tier ([aging] in settlewatch.toml; streams/core/aging.py): count and
+    amount at stake per tier and acquirer, now and over time."""
+    return [
+        row("SLA aging"),
+        bargauge("Open findings by SLA tier",
+                 [(f"sum by (tier) (settlewatch_open_findings{{{ACQ}}})", "{{tier}}")],
+                 description="Open findings (missing until credited; underpaid, overpaid, "
+                             "duplicate and orphan for aging.horizon) by tier of amount at "
+                             "stake and age in business days. The top tier pages on-call; the "
+                             "others go to the daily digest."),
+        table("Open amount at stake by acquirer and tier (major units)",
+              [(major_units(f"sum by (acquirer, tier, currency) "
+                            f"(settlewatch_open_findings_amount_minor{{{ACQ}}}) > 0"), "")],
+              description="What each acquirer's open findings put at stake, per SLA tier, in "
+                          "major units of each currency."),
+        timeseries("Open findings by SLA tier over time",
+                   [(f"sum by (tier) (settlewatch_open_findings{{{ACQ}}})", "{{tier}}")],
+                   stack=True, w=24,
+                   description="A finding moves up a tier as it ages in business days (never "
+                               "over a weekend or a holiday) and leaves when resolved or past "
+                               "its horizon."),
+    ]
+
+
 def dashboard():
     closed = f"sum(increase(settlewatch_items_closed_total{{{ACQ_CH}}}[$__range]))"
     matched = (f'sum(increase(settlewatch_items_closed_total{{{ACQ_CH}, outcome="matched"}}'
@@ -97,7 +122,7 @@ def dashboard():
                                  f"settlewatch_settled_amount_minor_total{{{ACQ}}}"
                                  f"[$__rate_interval])) * 3600"),
                      "{{acquirer}} {{currency}}")], unit="none", w=24),
-    ]
+    ] + aging_panels()
     return make_dashboard(
         "settlewatch-ops", "settlewatch / Ops overview", panels,
         description="Settlement reconciliation: match rate, missing and short-paid credits, "

@@ -502,6 +502,16 @@ def test_the_ops_dashboard_has_the_panels_ops_asked_for():
         assert wanted in titles
 
 
+def test_the_ops_dashboard_shows_open_findings_by_sla_tier_and_acquirer():
+    panels = {p["title"]: p for p in dashboards()["ops.json"]["panels"]}
+    assert "SLA aging" in panels
+    by_tier = panels["Open findings by SLA tier"]["targets"][0]["expr"]
+    assert by_tier.startswith("sum by (tier) (settlewatch_open_findings{")
+    amount = panels["Open amount at stake by acquirer and tier (major units)"]["targets"][0]
+    assert "sum by (acquirer, tier, currency) (settlewatch_open_findings_amount_minor" in \
+        amount["expr"]
+
+
 # -- the SMTP sink --------------------------------------------------------------------------------
 
 

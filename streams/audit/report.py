@@ -78,6 +78,7 @@ def render(summary: dict, findings: list[dict], delays: dict | None,
         f"<h1>{e(title)}</h1>",
         _overview(summary, findings),
         _totals(findings),
+        _aging(summary.get("aging")),
         _delays(delays) if delays is not None else "",
         _timeline(findings, rng),
         _compare(compare) if compare is not None else "",
@@ -186,6 +187,36 @@ def _totals(findings: list[dict]) -> str:
                    "not at stake; its late credit, if any, is a late finding.</p>")
     return (f'<section id="totals"><h2>Totals per kind and acquirer</h2>{count_table}'
             f"<h3>Amounts at stake</h3>{stake_table}</section>")
+
+
+def _aging(doc: dict | None) -> str:
+    """Open findings by SLA tier and acquirer as of the end of the range (summary.json "aging",
+    streams.core.aging)."""
+    if not doc:
+        return ""
+    due = {t["name"]: t["due"] for t in doc.get("tiers", [])}
+    rows = []
+    for r in doc.get("open", []):
+        overdue = f'<td class="n warn">{r["overdue"]:,}</td>' if r["overdue"] else \
+            '<td class="n">0</td>'
+        rows.append(f'<tr><th>{e(r["tier"])}</th><td>{e(due.get(r["tier"], ""))}</td>'
+                    f'<td>{e(r["acquirer"])}</td><td>{e(r["currency"])}</td>'
+                    f'<td class="n">{r["findings"]:,}</td>'
+                    f'<td class="n">{e(money(r["amount_minor"], r["currency"]))}</td>'
+                    f'{overdue}<td class="n">{r["oldest_age_days"]:,}</td></tr>')
+    if not rows:
+        rows.append('<tr><td colspan="8">No finding is open.</td></tr>')
+    tiers = ", ".join(f"{e(t['name'])} (due {e(t['due'])})" for t in doc.get("tiers", []))
+    return (f'<section id="aging"><h2>Open findings by SLA tier, as of {e(doc["as_of"])}</h2>'
+            '<table><thead><tr><th>tier</th><th>due</th><th>acquirer</th><th>currency</th>'
+            '<th>open findings</th><th>amount at stake</th><th>past due</th>'
+            '<th>oldest (business days)</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>'
+            f'<p class="note">Tiers, most severe first: {tiers}. Open: missing until its '
+            "credit comes; underpaid, overpaid, duplicate and orphan for aging.horizon after "
+            "they were raised; late findings are not aged. Age is in business days of the "
+            "policy's calendar; a tier's due time runs from when the finding entered it. A Kafka "
+            "replay counts findings of its lead-in that are still open.</p></section>")
 
 
 # ---- plots ---------------------------------------------------------------------------------

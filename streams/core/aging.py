@@ -351,3 +351,55 @@ def describe(calendar: Calendar, tiers: Tiers, currency: str, amount_minor: int,
     entered = tiers.entered_ms(calendar, currency, amount_minor, opened_ms, index)
     return {"age_days": age, "tier": tier.name, "entered_ms": entered,
             "due_ms": calendar.due_ms(entered, tier)}
+
+
+def open_rows(book: AgingBook, clock_ms: int) -> dict[str, Any]:
+    """The aging view at the end of a replay: per (tier, acquirer, currency) the open findings,
+    their amount at stake, how many are past their tier's due time and the oldest age. One
+    pass over the open findings (a replay's end, not a scrape); ages are memoised per opening
+    date."""
+    calendar, tiers = book.calendar, book.tiers
+    clock_day = calendar.local_day(clock_ms)
+    entries = list(book.entries.values())
+    ages = calendar.ages((calendar.local_day(e.opened_ms) for e in entries), clock_day)
+    rank = {name: n for n, name in enumerate(tiers.names)}
+    rows: dict[tuple[str, str, str], list[int]] = {}
+    for e in entries:
+        age = ages[calendar.local_day(e.opened_ms)]
+        index = tiers.index(e.currency, e.amount_minor, age)
+        tier = tiers.rules.tiers[index]
+        entered = tiers.entered_ms(calendar, e.currency, e.amount_minor, e.opened_ms, index)
+        row = rows.setdefault((tier.name, e.acquirer, e.currency), [0, 0, 0, 0])
+        row[0] += 1
+        row[1] += e.amount_minor
+        row[2] += calendar.due_ms(entered, tier) < clock_ms
+        row[3] = max(row[3], age)
+    tier_list = [{"name": t.name, "due": t.due_text} for t in tiers.rules.tiers]
+    return _rows_doc(clock_ms, tier_list, rows, rank)
+
+
+def merge_open_rows(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """open_rows of several reconcilers (a Kafka replay's partitions) as one."""
+    if not parts:
+        return None
+    tiers = parts[0]["tiers"]
+    rank = {t["name"]: n for n, t in enumerate(tiers)}
+    rows: dict[tuple[str, str, str], list[int]] = {}
+    for part in parts:
+        for r in part["open"]:
+            row = rows.setdefault((r["tier"], r["acquirer"], r["currency"]), [0, 0, 0, 0])
+            row[0] += r["findings"]
+            row[1] += r["amount_minor"]
+            row[2] += r["overdue"]
+            row[3] = max(row[3], r["oldest_age_days"])
+    return _rows_doc(max(p["as_of_ms"] for p in parts), tiers, rows, rank)
+
+
+def _rows_doc(as_of_ms: int, tiers: list[dict[str, str]],
+              rows: dict[tuple[str, str, str], list[int]], rank: dict[str, int]) -> dict[str, Any]:
+    # most severe tier first, then acquirer and currency
+    ordered = sorted(rows.items(), key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0][1:]))
+    return {"as_of_ms": as_of_ms, "tiers": tiers,
+            "open": [{"tier": t, "acquirer": a, "currency": c, "findings": r[0],
+                      "amount_minor": r[1], "overdue": r[2], "oldest_age_days": r[3]}
+                     for (t, a, c), r in ordered]}

@@ -25,15 +25,16 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from streams.ops.smtpsink import free_port, text_of
+from streams.ops.smtpsink import text_of
 from streams.wire import Topics
 
 try:  # tests/integration is not a package: pytest puts it on sys.path
-    from monitoring_helpers import MonitoringStack, is_gone, wait_until
-    from test_e2e_alerting import Worker, sale
+    from monitoring_helpers import wait_until
+    from test_e2e_alerting import create_topics, running_monitoring, running_worker, sale
 except ModuleNotFoundError:  # it became one
-    from tests.integration.monitoring_helpers import MonitoringStack, is_gone, wait_until
-    from tests.integration.test_e2e_alerting import Worker, sale
+    from tests.integration.monitoring_helpers import wait_until
+    from tests.integration.test_e2e_alerting import (create_topics, running_monitoring,
+                                                     running_worker, sale)
 
 pytestmark = pytest.mark.integration
 
@@ -78,48 +79,21 @@ def prefix() -> str:
 
 @pytest.fixture(scope="module")
 def topics(kafka_admin, prefix) -> Topics:
-    names = Topics.with_prefix(prefix)
-    kafka_admin.create_topics(
-        {name: {"num_partitions": PARTITIONS, "replication_factor": 1} for name in names.all()},
-        wait_for_metadata=True)
-    return names
+    return create_topics(kafka_admin, prefix, PARTITIONS)
 
 
 @pytest.fixture(scope="module")
 def worker(kafka_bootstrap, topics, prefix, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("aging-worker")
-    policy = workdir / "settlewatch.toml"
-    policy.write_text(POLICY)
-    port = free_port()
-    w = Worker(workdir, [
-        "--config", str(policy), "--bootstrap", kafka_bootstrap,
-        "--metrics-port", str(port), "--app-id", f"sw-{prefix.rstrip('.')}",
-        "--topic-prefix", prefix, "--partitions", str(PARTITIONS),
-        "--data-dir", str(workdir / "faust-data"),
-        "--tick-interval", "200ms", "--tick-idle", "1s", "--tick-allowance", "2s",
-    ], port)
-    try:
-        w.wait_ready()
+    with running_worker(kafka_bootstrap, prefix, tmp_path_factory.mktemp("aging-worker"),
+                        POLICY, PARTITIONS) as w:
         yield w
-    finally:
-        w.stop()
-        print(f"--- worker log (last lines)\n{w.log()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
 def monitoring(tmp_path_factory, smtp_sink, worker):
-    s = MonitoringStack(tmp_path_factory.mktemp("aging-run"),
-                        [f"127.0.0.1:{worker.metrics_port}"], smtp_sink, smtp_user="alertmanager",
-                        smtp_password_file=smtp_sink.password_file,
-                        env={"SW_SCRAPE_INTERVAL": "2s", "SW_SMTP_TO_ONCALL": "oncall@test.example"})
-    try:
-        s.up()
+    with running_monitoring(tmp_path_factory.mktemp("aging-run"), smtp_sink, worker,
+                            SW_SMTP_TO_ONCALL="oncall@test.example") as s:
         yield s
-    finally:
-        pids = s.pids()
-        s.down()
-        for pid in pids:
-            assert is_gone(pid), f"pid {pid} still runs after monitoring_down"
 
 
 @pytest.fixture(scope="module")

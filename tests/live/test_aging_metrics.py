@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from streams.core.reconcile import Reconciler
 from streams.live.metrics import Metrics
 from tests.core.builders import credit, ms, net, policy, sale
+from tests.live.test_metrics import value
 
 NOW = 1_800_000_000.0
 P = policy()
@@ -18,10 +19,6 @@ def scrape(reconcilers):
     m = Metrics.create(registry, now=lambda: NOW, version="test", worker="w1")
     m.watch(lambda: reconcilers)
     return registry, m
-
-
-def value(registry, name, **labels):
-    return registry.get_sample_value(name, labels)
 
 
 def missing(r: Reconciler, auth_id: str, amount: int, acquirer: str = "acq-fast",

@@ -30,30 +30,19 @@ from streams.wire import Topics
 
 try:  # tests/integration is not a package: pytest puts it on sys.path
     from monitoring_helpers import wait_until
+    from test_e2e_alerting import POLICY as E2E_POLICY
     from test_e2e_alerting import create_topics, running_monitoring, running_worker, sale
 except ModuleNotFoundError:  # it became one
     from tests.integration.monitoring_helpers import wait_until
+    from tests.integration.test_e2e_alerting import POLICY as E2E_POLICY
     from tests.integration.test_e2e_alerting import (create_topics, running_monitoring,
                                                      running_worker, sale)
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 3
-POLICY = """\
-timezone = "UTC"
-
-[fees.credit]
-bps = 60
-
-[[cycles]]
-acquirer = "*"
-mode = "per_sale"
-due = "+15s"
-grace = "0s"
-
-[time]
-lateness = "5s"
-
+# The end-to-end test's policy (due 15 s after the sale, no grace), with two tiers.
+POLICY = E2E_POLICY + """
 [aging]
 horizon = "14d"
 [[aging.tiers]]

@@ -780,8 +780,11 @@ class Reconciler:
             return []  # never hand out the internal list
         self._out = []
         self.stats.findings += len(out)
-        if self.aging is not None:
-            self.aging.note(out)
+        aging = self.aging
+        if aging is not None:
+            aging.note(out)
+            if aging.next_expiry_ms < self.clock_ms:  # a finding of late data, already past
+                aging.expire(self.clock_ms)
         return out
 
     # -- applying events -------------------------------------------------------------------------

@@ -368,3 +368,19 @@ def test_the_aging_book_comes_back_whole_from_the_per_change_state(seed, cut):
     held = {key.split("\x1f")[2]: v for key, v in table.items() if key.split("\x1f")[1] == "g"}
     assert held == {aid: json.loads(json.dumps(AgingBook.to_plain(e)))
                     for aid, e in whole.aging.entries.items()}
+
+
+def test_an_underpaid_credit_read_after_its_horizon_never_enters_the_view():
+    # The credit is booked on time but read 20 days later (late data): its underpaid finding is
+    # older than aging.horizon when it is raised, so it is not open in the aging view.
+    r = Reconciler(P, aging=True)
+    r.on_event(sale("A1", "2026-11-02 10:00", 5_000_000))
+    r.on_event(sale("Z1", "2026-11-22 10:00", 1_000, merchant="m2"))
+    r.on_event(credit("Z2", "2026-11-22 10:05", net(1_000), auth_ids=("Z1",), merchant="m2"))
+    r.advance_to(ms("2026-11-22 11:00"))
+    out = r.on_event(credit("C1", "2026-11-02 10:10", net(5_000_000) - 1_200_000,
+                            auth_ids=("A1",)))
+    # it resolves the sale's missing finding (booked on time) and is short
+    assert [(f.kind, f.status) for f in out] == [(FindingKind.MISSING, Status.RESOLVED),
+                                                 (FindingKind.UNDERPAID, Status.OPEN)]
+    assert r.aging.entries == {} and r.aging_summary() == {}

@@ -106,7 +106,8 @@ class Band:
     paid_share: float  # today
     later_ms: int  # today's lag behind the median day
     usual_ms: int | None
-    due_sales: int
+    sales: int  # sales due by the deadline, paid or not
+    due_sales: int  # of those, not paid yet
     due_minor: tuple[tuple[str, int], ...]
     warning: bool
 
@@ -392,7 +393,7 @@ class EarlyWarning:
                             base.days,
                             _num(base.median[i]), _num(base.low[i]), share,
                             (self._behind(base.median, i, share) or 0) * step, usual,
-                            d.due_sales - d.paid_sales, d.unpaid_minor(),
+                            d.due_sales, d.due_sales - d.paid_sales, d.unpaid_minor(),
                             d.active is not None and self.config.enabled))
         return sorted(out, key=lambda b: (b.acquirer, b.channel, b.deadline_ms, b.trade_day))
 

@@ -50,7 +50,7 @@ The series (type, labels):
   settlewatch_early_warning_due_sales           gauge    acquirer,channel   sales due by that deadline, not paid
   settlewatch_early_warning_due_amount_minor    gauge    acquirer,channel,currency  their amount
   settlewatch_early_warning_deadline_timestamp_seconds  gauge  acquirer,channel   that deadline
-  settlewatch_early_warning_history_days        gauge    acquirer,channel   settle days the baseline has learned
+  settlewatch_early_warning_learned_deadlines        gauge    acquirer,channel   settle days the baseline has learned
 
 Match rate is `items_closed_total{outcome="matched"} / items_closed_total`; the late-credit ratio
 is `findings_total{kind="late"} / settlement_delay_seconds_count`.
@@ -513,7 +513,7 @@ class EarlyWarningCollector:
                 "settlewatch_early_warning_deadline_timestamp_seconds",
                 "The next deadline these figures are about.", labels=["acquirer", "channel"]),
             GaugeMetricFamily(
-                "settlewatch_early_warning_history_days",
+                "settlewatch_early_warning_learned_deadlines",
                 "Settle days the acquirer's baseline has learned (warnings wait for "
                 "min_history of them after a worker start).", labels=["acquirer", "channel"]),
         )

@@ -65,7 +65,7 @@ def test_a_steady_acquirer_exports_its_band_and_no_warning():
     labels = {"acquirer": ACQ, "channel": "credit"}
     assert scraped("settlewatch_early_warning", **labels) == 0
     assert scraped("settlewatch_early_warning_info", text="x", **labels) is None
-    assert scraped("settlewatch_early_warning_history_days", **labels) >= 5
+    assert scraped("settlewatch_early_warning_learned_deadlines", **labels) >= 5
     assert scraped("settlewatch_early_warning_paid_ratio", band="usual", **labels) > 0.5
 
 

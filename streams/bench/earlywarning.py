@@ -180,7 +180,7 @@ def _run(policy: Policy, weeks: float, seed: int, merchants: int, rate: float,
     for e in Simulation(cfg, policy).events():
         chunk.append(e)
         events += 1
-        if len(chunk) >= 500:
+        if len(chunk) >= 100:  # about 7 minutes of event time: less than a step
             step(rec.on_events(chunk))
             chunk = []
     step(rec.on_events(chunk))

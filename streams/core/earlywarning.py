@@ -114,7 +114,7 @@ class Band:
 
 class _Deadline:
     __slots__ = ("acquirer", "channel", "deadline_ms", "trade_day", "due_sales", "paid_sales",
-                 "due_minor", "paid_minor", "shares", "clean", "warned", "active")
+                 "due_minor", "paid_minor", "shares", "clean", "warned", "active", "recent")
 
     def __init__(self, acquirer: str, channel: str, deadline_ms: int, trade_day: int,
                  steps: int) -> None:
@@ -130,6 +130,9 @@ class _Deadline:
         self.clean = True
         self.warned = False  # raised once already
         self.active: EarlyWarningEvent | None = None
+        # credits booked after the last step sampled: a clock that jumps several steps (a
+        # backlog, a quiet input) samples each step with only the credits booked by then
+        self.recent: list[int] = []
 
     def unpaid_minor(self) -> tuple[tuple[str, int], ...]:
         paid = self.paid_minor
@@ -192,6 +195,8 @@ class EarlyWarning:
         d = self._deadline(acquirer, channel, deadline_ms, trade_day)
         d.paid_sales += 1
         d.paid_minor[currency] = d.paid_minor.get(currency, 0) + amount_minor
+        if credit_ms > self._step_done:
+            d.recent.append(credit_ms)
 
     def _deadline(self, acquirer: str, channel: str, deadline_ms: int,
                   trade_day: int) -> _Deadline:
@@ -222,6 +227,9 @@ class EarlyWarning:
             for at in self._sample_times(g, last):
                 self._sample(at)
         self._step_done = last
+        for d in self._open.values():
+            if d.recent:
+                d.recent = [t for t in d.recent if t > last]
         self._learn_reached(clock_ms)
         if not self.config.enabled:
             self._raised.clear()
@@ -249,8 +257,14 @@ class EarlyWarning:
                 continue
             i = (at - (d.deadline_ms - span)) // step
             if d.due_sales > 0:
-                d.shares[i] = d.paid_sales / d.due_sales
+                d.shares[i] = self._paid_by(d, at) / d.due_sales
             self._judge(d, i, at)
+
+    @staticmethod
+    def _paid_by(d: _Deadline, at: int) -> int:
+        if not d.recent:
+            return d.paid_sales
+        return d.paid_sales - sum(1 for t in d.recent if t > at)
 
     def _learn_reached(self, clock_ms: int) -> None:
         reached = [k for k, d in self._open.items() if d.deadline_ms <= clock_ms]
@@ -332,7 +346,7 @@ class EarlyWarning:
         expected = float(base.median[i])
         if math.isnan(expected) or expected * 100 < cfg.min_expected_pct:
             return
-        share = d.paid_sales / d.due_sales
+        share = self._paid_by(d, at) / d.due_sales
         if (expected - share) * 100 < cfg.min_shortfall_pct:
             return  # a tail of a few unpaid sales is for "missing" to judge, not a slowdown
         behind = self._behind(base.low, i, share)

@@ -68,27 +68,35 @@ def traffic(p, first_day: str, days: int, *, merchants: int = 30, pays_at: str =
     return sorted(events, key=lambda e: e.event_time_ms)
 
 
-def run(p, events, ew: EarlyWarning | None = None, until: int | None = None, *,
-        hooks: bool = True):
+def feed_hourly(p, events, rec: Reconciler, until: int, after_hour=lambda: None) -> list:
     """Feed the events an hour of event time at a time, moving the reconciler's clock to each
-    hour as the live worker's wall clock does on a quiet feed (sales stop at night); return
-    (warnings raised, findings)."""
-    ew = ew or EarlyWarning(p)
-    rec = Reconciler(p, Hooks(ew) if hooks else None)
-    raised, findings = [], []
-    end = until or events[-1].event_time_ms + DAY
+    hour as the live worker's wall clock does on a quiet feed (sales stop at night), and call
+    `after_hour()` after each; return the findings."""
+    findings = []
     hour = events[0].event_time_ms // HOUR * HOUR + HOUR
     i = 0
-    while hour <= end:
+    while hour <= until:
         j = i
         while j < len(events) and events[j].event_time_ms < hour:
             j += 1
         findings += rec.on_events(events[i:j])
         findings += rec.advance_to(hour - p.lateness_ms)
-        raised += ew.advance_to(rec.clock_ms)
+        after_hour()
         i, hour = j, hour + HOUR
-    findings += rec.on_events(events[i:])
-    findings += rec.advance_to(end)
+    return findings
+
+
+def run(p, events, ew: EarlyWarning | None = None, until: int | None = None, *,
+        hooks: bool = True):
+    """Feed hourly through a reconciler whose hooks go to `ew`; return (warnings raised,
+    findings)."""
+    ew = ew or EarlyWarning(p)
+    rec = Reconciler(p, Hooks(ew) if hooks else None)
+    raised: list = []
+    end = until or events[-1].event_time_ms + DAY
+    findings = feed_hourly(p, events, rec, end, lambda: raised.extend(ew.advance_to(rec.clock_ms)))
+    done = [e for e in events if e.event_time_ms >= end]
+    findings += rec.on_events(done) + rec.advance_to(end)
     raised += ew.advance_to(rec.clock_ms)
     return raised, findings
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -33,18 +32,19 @@ import pytest
 from kafka import KafkaProducer
 
 from streams.ops.smtpsink import free_port
-from streams.wire import Topics
 
 try:  # tests/integration is not a package: pytest puts it on sys.path
-    from monitoring_helpers import MonitoringStack, is_gone, wait_until
-    from test_e2e_alerting import Worker
+    from monitoring_helpers import wait_until
+    # the e2e test's fixtures: its topic set and prefix, and the monitoring stack around
+    # whichever `worker` fixture the module defines (this one's)
+    from test_e2e_alerting import PARTITIONS, Worker, prefix, stack, topics  # noqa: F401
 except ModuleNotFoundError:  # it became one
-    from tests.integration.monitoring_helpers import MonitoringStack, is_gone, wait_until
-    from tests.integration.test_e2e_alerting import Worker
+    from tests.integration.monitoring_helpers import wait_until
+    from tests.integration.test_e2e_alerting import (  # noqa: F401
+        PARTITIONS, Worker, prefix, stack, topics)
 
 pytestmark = pytest.mark.integration
 
-PARTITIONS = 3
 SLOW = "acq-ew-slow"
 FINE = "acq-ew-fine"
 MERCHANTS = 30  # per acquirer, one batch of two sales each per trade date
@@ -151,20 +151,6 @@ def scenario() -> Scenario:
 
 
 @pytest.fixture(scope="module")
-def prefix() -> str:
-    return f"ew{uuid.uuid4().hex[:8]}."
-
-
-@pytest.fixture(scope="module")
-def topics(kafka_admin, prefix) -> Topics:
-    names = Topics.with_prefix(prefix)
-    kafka_admin.create_topics(
-        {name: {"num_partitions": PARTITIONS, "replication_factor": 1} for name in names.all()},
-        wait_for_metadata=True)
-    return names
-
-
-@pytest.fixture(scope="module")
 def worker(kafka_bootstrap, topics, prefix, scenario, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ew-worker")
     policy = workdir / "settlewatch.toml"
@@ -184,22 +170,6 @@ def worker(kafka_bootstrap, topics, prefix, scenario, tmp_path_factory):
     finally:
         w.stop()
         print(f"--- worker log (last lines)\n{w.log()[-3000:]}")
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, smtp_sink, worker):
-    s = MonitoringStack(tmp_path_factory.mktemp("ew-run"), [f"127.0.0.1:{worker.metrics_port}"],
-                        smtp_sink, smtp_user="alertmanager",
-                        smtp_password_file=smtp_sink.password_file,
-                        env={"SW_SCRAPE_INTERVAL": "2s"})
-    try:
-        s.up()
-        yield s
-    finally:
-        pids = s.pids()
-        s.down()
-        for pid in pids:
-            assert is_gone(pid), f"pid {pid} still runs after monitoring_down"
 
 
 def _read_total(worker) -> float:

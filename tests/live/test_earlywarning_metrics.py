@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry
 from streams.core.reconcile import Reconciler
 from streams.live.metrics import Metrics
 from tests.core.builders import HOUR, ms
-from tests.core.test_earlywarning import ACQ, _policy, traffic
+from tests.core.test_earlywarning import ACQ, _policy, feed_hourly, traffic
 
 
 class Scraped:
@@ -25,16 +25,7 @@ def worker(p, events, until_ms):
     m.enable_early_warning(p)
     rec = Reconciler(p, m.observer())
     m.watch(lambda: [rec])
-    hour = events[0].event_time_ms // HOUR * HOUR + HOUR
-    i = 0
-    while hour <= until_ms:
-        j = i
-        while j < len(events) and events[j].event_time_ms < hour:
-            j += 1
-        rec.on_events(events[i:j])
-        rec.advance_to(hour - p.lateness_ms)
-        m.step_early_warning()
-        i, hour = j, hour + HOUR
+    feed_hourly(p, events, rec, until_ms, m.step_early_warning)
     return m, Scraped(registry)
 
 

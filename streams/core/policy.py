@@ -79,7 +79,7 @@ _DEFAULT_EARLY_WARNING: dict[str, Any] = {
     "min_expected_pct": 50,
     "band_pct": 10,
     "min_lag": "90m",
-    "min_shortfall_pct": 20,
+    "min_shortfall_pct": 10,
 }
 _CYCLE_KEYS = ("acquirer", "merchant_id", "mode", "due", "cutoff", "grace", "timezone")
 _FEE_KEYS = ("bps", "cap_minor")
@@ -152,7 +152,7 @@ class EarlyWarningConfig:
     min_expected_pct: int = 50  # the usual share paid by now must be at least this
     band_pct: int = 10  # the lower band: this percentile of the learned days
     min_lag_ms: int = 5_400_000  # warn when this far behind the lower band
-    min_shortfall_pct: int = 20  # ...and at least this many points of share below the usual
+    min_shortfall_pct: int = 10  # ...and at least this many points of share below the usual
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ Imports: stdlib, numpy and the core's policy only.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -317,12 +318,10 @@ class EarlyWarning:
 
     def _band(self, rows: list[tuple[float, ...]]) -> _Baseline:
         m = np.array(rows, dtype=float)
-        with np.errstate(all="ignore"):
-            import warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a step no day sampled: NaN
-                median = np.nanmedian(m, axis=0)
-                low = np.nanpercentile(m, self.config.band_pct, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a step no day sampled: NaN
+            median = np.nanmedian(m, axis=0)
+            low = np.nanpercentile(m, self.config.band_pct, axis=0)
         half = np.nonzero(median >= HALF)[0]
         return _Baseline(len(rows), median, low, int(half[0]) if half.size else None)
 

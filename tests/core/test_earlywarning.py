@@ -2,7 +2,6 @@
 warning when today's credits run behind it while the deadline is still ahead."""
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import pytest
@@ -248,7 +247,7 @@ def test_a_bad_early_warning_setting_is_refused_with_its_key(table, key):
 
 def test_the_shipped_policy_has_the_documented_early_warning_defaults():
     from streams.core.policy import EarlyWarningConfig, default_policy
-    assert default_policy().early_warning == dataclasses.replace(EarlyWarningConfig())
+    assert default_policy().early_warning == EarlyWarningConfig()
 
 
 def test_a_backlog_read_in_one_go_learns_the_curve_of_a_feed_read_as_it_happens():

@@ -173,6 +173,7 @@ class EarlyWarning:
         self._cache: dict[tuple[str, str, str], tuple[int, _Baseline | None]] = {}
         self._kinds: dict[int, str] = {}  # local date ordinal -> ORDINARY | AFTER_BREAK
         self._raised: list[EarlyWarningEvent] = []
+        self._currencies: dict[tuple[str, str], set[str]] = {}  # every key heard of
         self._zone = ZoneInfo(policy.timezone)
 
     # -- the reconciler's hooks ------------------------------------------------------------------
@@ -183,6 +184,8 @@ class EarlyWarning:
         if deadline_ms <= self.clock_ms:
             return  # that deadline has come: its day is learned already
         d = self._deadline(acquirer, channel, deadline_ms, trade_day)
+        if currency not in d.due_minor:
+            self._currencies.setdefault((acquirer, channel), set()).add(currency)
         d.due_sales += sales
         d.due_minor[currency] = d.due_minor.get(currency, 0) + sales * amount_minor
         if paid:
@@ -409,6 +412,10 @@ class EarlyWarning:
                             d.due_sales, d.due_sales - d.paid_sales, d.unpaid_minor(),
                             d.active is not None and self.config.enabled))
         return sorted(out, key=lambda b: (b.acquirer, b.channel, b.deadline_ms, b.trade_day))
+
+    def known(self) -> dict[tuple[str, str], set[str]]:
+        """Every (acquirer, channel) a sale was due for since the start, with its currencies."""
+        return self._currencies
 
     def history_days(self, acquirer: str, channel: str) -> int:
         h = self._history.get((acquirer, channel))

@@ -538,41 +538,40 @@ class EarlyWarningCollector:
             ew = self.warning
             bands = ew.bands()
             active = {(w.acquirer, w.channel): w for w in reversed(ew.active())}
-            keys = {(b.acquirer, b.channel) for b in bands}
-            self._seen |= keys
-            for a, c in sorted(self._seen):
-                history.add_metric([a, c], ew.history_days(a, c))
+            known = ew.known()
+            self._seen |= {(b.acquirer, b.channel) for b in bands} | set(known)
             nxt: dict[tuple[str, str], int] = {}
             for b in bands:  # the earliest deadline still ahead, per acquirer and channel
                 k = (b.acquirer, b.channel)
                 nxt[k] = min(nxt.get(k, b.deadline_ms), b.deadline_ms)
+            nan = float("nan")
             for k in sorted(self._seen):
+                history.add_metric(list(k), ew.history_days(*k))
                 w = active.get(k)
                 flag.add_metric(list(k), 1 if w is not None else 0)
                 if w is not None:
                     info.add_metric([*k, w.text], 1)
-                if k not in nxt and w is None:
-                    continue
-                due_by = w.deadline_ms if w is not None else nxt[k]
+                due_by = w.deadline_ms if w is not None else nxt.get(k)
                 of = [b for b in bands if (b.acquirer, b.channel) == k
                       and b.deadline_ms == due_by]
-                # one deadline, several trade dates: their shares weighted by their sales
+                # one deadline, several trade dates: their shares weighted by their sales;
+                # no deadline ahead with a learned band: NaN (a gap on the board), due 0
                 total = sum(b.sales for b in of)
                 for band, attr in (("today", "paid_share"), ("usual", "expected_share"),
                                    ("slow", "low_share")):
-                    value = (sum(b.sales * getattr(b, attr) for b in of) / total
-                             if total else 0.0)
-                    ratio.add_metric([*k, band], value)
+                    ratio.add_metric([*k, band], sum(b.sales * getattr(b, attr) for b in of)
+                                     / total if total else nan)
                 later.add_metric(list(k), (w.later_ms if w is not None else
                                            max((b.later_ms for b in of), default=0)) / 1000)
                 due_n.add_metric(list(k), sum(b.due_sales for b in of))
-                amounts: dict[str, int] = {}
+                amounts = dict.fromkeys(known.get(k, ()), 0)
                 for b in of:
                     for cur, v in b.due_minor:
                         amounts[cur] = amounts.get(cur, 0) + v
                 for cur, v in sorted(amounts.items()):
                     due_amt.add_metric([*k, cur], v)
-                deadline.add_metric(list(k), due_by / 1000)
+                if due_by is not None:
+                    deadline.add_metric(list(k), due_by / 1000)
         yield from (flag, info, ratio, later, due_n, due_amt, deadline, history)
 
 

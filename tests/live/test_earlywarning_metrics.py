@@ -74,3 +74,16 @@ def test_without_early_warning_no_series_are_exported():
     registry = CollectorRegistry()
     Metrics.create(registry, version="test", worker="test")
     assert not [f for f in registry.collect() if f.name.startswith("settlewatch_early_warning")]
+
+
+def test_an_acquirer_with_no_band_yet_is_exported_with_gaps_and_nothing_due():
+    p = _policy()
+    events = traffic(p, "2026-11-02", 2)  # two days: nothing learned yet
+    _, scraped = worker(p, events, ms("2026-11-03 12:00"))
+    labels = {"acquirer": ACQ, "channel": "credit"}
+    assert scraped("settlewatch_early_warning", **labels) == 0
+    assert scraped("settlewatch_early_warning_learned_deadlines", **labels) == 0
+    assert scraped("settlewatch_early_warning_due_sales", **labels) == 0
+    assert scraped("settlewatch_early_warning_due_amount_minor", currency="CNY", **labels) == 0
+    usual = scraped("settlewatch_early_warning_paid_ratio", band="usual", **labels)
+    assert usual != usual  # NaN: no band to draw

@@ -164,12 +164,8 @@ def worker(kafka_bootstrap, topics, prefix, scenario, tmp_path_factory):
         # no silent-input ticks while the history is produced: event time comes from the data
         "--tick-interval", "1s", "--tick-idle", "1h",
     ], port)
-    try:
-        w.wait_ready()
+    with w.running(log_tail=3000):
         yield w
-    finally:
-        w.stop()
-        print(f"--- worker log (last lines)\n{w.log()[-3000:]}")
 
 
 def _read_total(worker) -> float:

@@ -122,6 +122,29 @@ def dashboard():
                                  f"settlewatch_settled_amount_minor_total{{{ACQ}}}"
                                  f"[$__rate_interval])) * 3600"),
                      "{{acquirer}} {{currency}}")], unit="none", w=24),
+
+        row("Early warning"),
+        timeseries("Paid by now against the usual band (next deadline)",
+                   [(f'avg by (acquirer, channel) (settlewatch_early_warning_paid_ratio'
+                     f'{{{ACQ_CH}, band="{band}"}})', f"{{{{acquirer}}}} {{{{channel}}}} {band}")
+                    for band in ("usual", "slow", "today")],
+                   unit="percentunit", max_=1, w=16,
+                   description="Share of the sales due by each acquirer's next deadline that "
+                               "is paid by now: usual = the median of its learned settle days, "
+                               "slow = their lower band (10th percentile), today. Today well "
+                               "below slow raises the early warning."),
+        stat("Early warnings", [(f"sum(settlewatch_early_warning{{{ACQ_CH}}}) or vector(0)",
+                                 "")],
+             w=8, thresholds=[(None, "green"), (1, "orange")],
+             description="Acquirers and channels paying later than their own baseline now."),
+        timeseries("Paying later than usual by",
+                   [(f"max by (acquirer, channel) (settlewatch_early_warning_later_seconds"
+                     f"{{{ACQ_CH}}})", "{{acquirer}} {{channel}}")], unit="s", w=12,
+                   description="How far today's paid share is behind the usual day's."),
+        table("Due before the next deadline, not yet paid (major units)",
+              [(major_units(f"sum by (acquirer, channel, currency) "
+                            f"(settlewatch_early_warning_due_amount_minor{{{ACQ_CH}}})"), "")],
+              description="Sales still due by each acquirer's next deadline, by channel."),
     ] + aging_panels()
     return make_dashboard(
         "settlewatch-ops", "settlewatch / Ops overview", panels,

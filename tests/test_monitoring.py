@@ -127,12 +127,30 @@ def aged_findings(now_ms: int) -> Reconciler:
     r.on_event(Credit("c1", "m1", "ACQ-B", 7_000, "JPY", now_ms - 3 * DAY_MS, ("nobody",)))
     r.advance_to(now_ms)
     return r
+def exercise_early_warning(m: Metrics, clock_ms: int) -> None:
+    """A learned baseline (five settle days paying 10 h before the deadline) and a deadline in
+    two hours with nothing paid yet: the early warning holds, with every series it exports."""
+    from streams.core.policy import default_policy
+    policy = default_policy()
+    ew = m.enable_early_warning(policy).warning
+    cfg = policy.early_warning
+    steps = cfg.lookback_ms // cfg.step_ms
+    paid_from = steps - 10 * HOUR_MS // cfg.step_ms
+    deadline = clock_ms + 2 * HOUR_MS
+    ew.restore({"ACQ-A\x1fdebit": [[deadline - (d + 1) * DAY_MS, "1d",
+                                     [0.0] * paid_from + [1.0] * (steps - paid_from)]
+                                    for d in range(cfg.min_history)]})
+    ew.advance_to(clock_ms - HOUR_MS)
+    for _ in range(cfg.min_due_sales):
+        m.observer().on_sale_due("ACQ-A", "debit", "CNY", deadline, 10_000, 1, False,
+                                 policy.local_day(deadline) - 1)
 
 
 def exercised_metrics(registry=None) -> Metrics:
     m = Metrics.create(registry, version="test", worker="test")
     now_ms = int(time.time() * 1000)
     aged = aged_findings(now_ms)
+    exercise_early_warning(m, now_ms - 11 * MIN_MS)
     m.watch(lambda: [open_items_now(now_ms, {"ACQ-A": 30}), aged])
     exercise(m)
     return m
@@ -311,7 +329,7 @@ def alert_blocks() -> dict[str, str]:
 
 def test_every_alert_has_severity_annotations_and_a_runbook_section():
     blocks = alert_blocks()
-    assert len(blocks) == 14
+    assert len(blocks) == 15
     headings = set(re.findall(r"^## (\w+)$", RUNBOOK.read_text(), re.M))
     for name, block in blocks.items():
         assert re.search(r"^\s+severity: (critical|warning)$", block, re.M), name

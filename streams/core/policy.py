@@ -66,7 +66,21 @@ _DEFAULT_TIME = {
     "missing_horizon": "90d",
     "redelivery_window": "35d",
 }
-_TOP_KEYS = ("timezone", "holidays", "workdays", "tolerance", "fees", "cycles", "time", "aging")
+_TOP_KEYS = ("timezone", "holidays", "workdays", "tolerance", "fees", "cycles", "time", "aging",
+             "early_warning")
+# [early_warning]: durations as text, the rest plain integers (streams/core/earlywarning.py)
+_DEFAULT_EARLY_WARNING: dict[str, Any] = {
+    "enabled": True,
+    "window": "28d",
+    "step": "15m",
+    "lookback": "2d",
+    "min_history": 5,
+    "min_due_sales": 20,
+    "min_expected_pct": 50,
+    "band_pct": 10,
+    "min_lag": "90m",
+    "min_shortfall_pct": 10,
+}
 _CYCLE_KEYS = ("acquirer", "merchant_id", "mode", "due", "cutoff", "grace", "timezone")
 _FEE_KEYS = ("bps", "cap_minor")
 _TOLERANCE_KEYS = ("absolute_minor", "relative_bps")
@@ -122,6 +136,23 @@ class FeeRule:
 
 
 _NO_FEE = FeeRule(0)
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyWarningConfig:
+    """`[early_warning]`: how each acquirer's settlement baseline is learned and when today's
+    credits running behind it raise an early warning (streams/core/earlywarning.py)."""
+
+    enabled: bool = True
+    window_ms: int = 28 * MS_PER_DAY  # settle days older than this leave the baseline
+    step_ms: int = 15 * MS_PER_MINUTE  # the paid share is sampled every step
+    lookback_ms: int = 2 * MS_PER_DAY  # ...from this long before each deadline
+    min_history: int = 5  # settle days learned (this run) before an acquirer may warn
+    min_due_sales: int = 20  # fewer sales due by a deadline never warn
+    min_expected_pct: int = 50  # the usual share paid by now must be at least this
+    band_pct: int = 10  # the lower band: this percentile of the learned days
+    min_lag_ms: int = 5_400_000  # warn when this far behind the lower band
+    min_shortfall_pct: int = 10  # ...and at least this many points of share below the usual
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +273,7 @@ class Policy:
     redelivery_window_ms: int = 35 * 86_400_000
     # SLA tiers of open findings by amount at stake and age in business days (streams.core.aging)
     aging: AgingRules = field(default_factory=lambda: DEFAULT_AGING)
+    early_warning: EarlyWarningConfig = EarlyWarningConfig()
     # caches (not part of equality or repr)
     _zone: _Zone = field(init=False, repr=False, compare=False)
     _cycle_zones: tuple[_Zone, ...] = field(init=False, repr=False, compare=False)
@@ -529,6 +561,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         missing_horizon_ms=times["missing_horizon"],
         redelivery_window_ms=times["redelivery_window"],
         aging=_aging(doc["aging"], "aging") if "aging" in doc else DEFAULT_AGING,
+        early_warning=_early_warning(doc.get("early_warning", {}), "early_warning"),
     )
 
 
@@ -685,6 +718,31 @@ def _time(value: Any, key: str) -> dict[str, int]:
         name: parse_duration_ms(t.get(name, default), _join(key, name))
         for name, default in _DEFAULT_TIME.items()
     }
+
+
+def _early_warning(value: Any, key: str) -> EarlyWarningConfig:
+    t = _table(value, key, tuple(_DEFAULT_EARLY_WARNING))
+    d = {**_DEFAULT_EARLY_WARNING, **t}
+    if not isinstance(d["enabled"], bool):
+        raise PolicyError(_join(key, "enabled"), f"expected true or false, got {_shown(d['enabled'])}")
+    step = parse_duration_ms(d["step"], _join(key, "step"))
+    lookback = parse_duration_ms(d["lookback"], _join(key, "lookback"))
+    if step <= 0:
+        raise PolicyError(_join(key, "step"), "must be longer than 0")
+    if lookback < step or lookback > 31 * MS_PER_DAY:
+        raise PolicyError(_join(key, "lookback"), "must be at least one step and at most 31d")
+    return EarlyWarningConfig(
+        enabled=d["enabled"],
+        window_ms=parse_duration_ms(d["window"], _join(key, "window")),
+        step_ms=step,
+        lookback_ms=lookback,
+        min_history=_int(d["min_history"], _join(key, "min_history"), 1),
+        min_due_sales=_int(d["min_due_sales"], _join(key, "min_due_sales"), 1),
+        min_expected_pct=_int(d["min_expected_pct"], _join(key, "min_expected_pct"), 1, 100),
+        band_pct=_int(d["band_pct"], _join(key, "band_pct"), 0, 50),
+        min_lag_ms=parse_duration_ms(d["min_lag"], _join(key, "min_lag")),
+        min_shortfall_pct=_int(d["min_shortfall_pct"], _join(key, "min_shortfall_pct"), 0, 100),
+    )
 
 
 def _cycles(value: Any, key: str, default_tz: str) -> tuple[Cycle, ...]:

@@ -162,6 +162,15 @@ class Observer(Protocol):
     def on_redelivery(self, source: str) -> None: ...
     # optional: called when an item with an open missing finding passes missing_horizon
     # def on_missing_expired(self, acquirer: str, currency: str, amount_minor: int) -> None
+    # optional, for the early warning (streams/core/earlywarning.py): an approved sale becomes
+    # due by its item's deadline (sales=-1 withdraws it from a deadline a batch moved off;
+    # paid: its item already has a credit), and each approved sale of an open item whose first
+    # credit arrives before the close
+    # (trade_day: the item's trade date ordinal)
+    # def on_sale_due(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
+    #                 amount_minor: int, sales: int, paid: bool, trade_day: int) -> None
+    # def on_sale_paid(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
+    #                  amount_minor: int, credit_ms: int, trade_day: int) -> None
 
 
 class Stats:
@@ -392,6 +401,9 @@ class Reconciler:
         self._summary: dict[tuple[str, str, int], list[int]] = {}
         # Open findings aged by SLA tier (streams.core.aging), when asked for: None otherwise
         self.aging: AgingBook | None = AgingBook(policy, self._aging_changed) if aging else None
+        # The observer's optional early-warning hooks (None: replay and tests pay nothing).
+        self._due_hook = getattr(observer, "on_sale_due", None)
+        self._paid_hook = getattr(observer, "on_sale_paid", None)
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -845,10 +857,17 @@ class Reconciler:
                 # A batch is due by its latest sale's trade date: the close can only move later.
                 if item.close_ms:
                     self._timers.cancel((item.close_ms, _CLOSE, mid, key))
+                    if self._due_hook is not None:
+                        self._due_moved(item, sale, -1)
                 item.trade_day = trade_day
                 item.deadline_ms = policy.batch_deadline_ms(trade_day, cycle)
                 item.close_ms = item.deadline_ms + cycle.grace_ms
                 self._timer(item.close_ms, _CLOSE, mid, key)
+                if len(item.sales) > 1 and self._due_hook is not None:
+                    self._due_moved(item, sale, 1)
+            if self._due_hook is not None and item.state == OPEN and sale.approved:
+                self._due_hook(e.acquirer, e.channel, e.currency, item.deadline_ms,
+                               e.amount_minor, 1, bool(item.credits), item.trade_day)
         else:
             key = auth_id
             item = m.items[key] = Item(key, auth_id, e, cycle, False)
@@ -861,6 +880,9 @@ class Reconciler:
             item.deadline_ms = policy.deadline_ms(e.event_time_ms, cycle)
             item.close_ms = item.deadline_ms + cycle.grace_ms
             self._timer(item.close_ms, _CLOSE, mid, key)
+            if self._due_hook is not None and sale.approved:
+                self._due_hook(e.acquirer, e.channel, e.currency, item.deadline_ms,
+                               e.amount_minor, 1, False, policy.trade_day(e.event_time_ms, cycle))
         touched = self._touched
         if touched is not None:
             touched.add(item)
@@ -992,6 +1014,23 @@ class Reconciler:
             self._touched.add(item)  # paid now (or judged below): no longer unsettled
         if item.state != OPEN:
             self._judge_after_close(rec, item, m)
+        elif self._paid_hook is not None and len(item.credits) == 1:
+            at = rec.credit.event_time_ms
+            trade_day = item.trade_day if item.is_batch else self.policy.trade_day(
+                item.sales[0].event_time_ms, item.cycle)
+            for s in item.sales:
+                if s.approved:
+                    self._paid_hook(item.acquirer, s.channel, item.currency, item.deadline_ms,
+                                    s.amount_minor, at, trade_day)
+
+    def _due_moved(self, item: Item, new: Sale, sales: int) -> None:
+        """Tell the early-warning hook that a batch's earlier sales moved to its new deadline
+        (sales=-1 off the old one, before the move; +1 onto the new one, after it)."""
+        hook = self._due_hook
+        for s in item.sales:
+            if s is not new and s.approved:
+                hook(item.acquirer, s.channel, item.currency, item.deadline_ms, s.amount_minor,
+                     sales, bool(item.credits), item.trade_day)
 
     def _match_amount(self, c: Credit, m: Merchant) -> Item | None:
         """An unreferenced credit pays the unpaid item whose expected net it matches."""

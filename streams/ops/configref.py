@@ -65,6 +65,7 @@ _POLICY_SECTIONS = (  # (heading in docs/policy.md, prefix in the reference, loa
     ("`[time]`", "time.", "_DEFAULT_TIME"),
     ("`[aging]`", "aging.", "_AGING_KEYS"),
     ("`[[aging.tiers]]`", "aging.tiers[].", "_AGING_TIER_KEYS"),
+    ("`[early_warning]`", "early_warning.", "_DEFAULT_EARLY_WARNING"),
 )
 
 

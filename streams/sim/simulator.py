@@ -50,6 +50,9 @@ class SimConfig:
     acquirers: tuple[str, ...] = ()  # default: the policy's named acquirers plus "acq-std"
     emit_pan_masked: bool = True
     fee_table_bps: int = 30  # fault fee_table: what the wrong table adds to every agreed rate
+    # An acquirer slowing down (the early warning's test): (acquirer, from_ms, delay_ms) books
+    # each of that acquirer's credits due at or after from_ms delay_ms later than it would be.
+    slowdowns: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,18 @@ def parse_faults(text: str) -> dict[str, float]:
             raise ValueError(f"fault {name}: rate {value} is not between 0 and 100%")
         faults[f"{acquirer.strip()}:{name}" if acquirer.strip() else name] = rate
     return faults
+
+
+def parse_slowdown(text: str) -> tuple[str, int, int]:
+    """'acq-t1@2026-03-09T00:00:00Z+3h' -> ('acq-t1', from_ms, 10_800_000): from that instant
+    (credits due then or later) the acquirer books its credits 3 hours later than usual."""
+    from streams.core.policy import parse_duration_ms
+    from streams.wire.times import parse_time_ms
+    m = re.fullmatch(r"\s*([^@\s]+)@(\S+Z)\+(\w+)\s*", text or "")
+    if not m:
+        raise ValueError(f"bad slowdown {text!r}: expected ACQUIRER@RFC3339Z+DURATION, "
+                         "like acq-t1@2026-03-09T00:00:00Z+3h")
+    return m.group(1), parse_time_ms(m.group(2)), parse_duration_ms(m.group(3), "slowdown")
 
 
 def parse_rate(text: str) -> float:
@@ -302,6 +317,9 @@ class Simulation:
             self._note("late", m, subject)
         else:
             at = after_ms + max(1, int(window * rng.uniform(0.2, 0.9)))
+        for acquirer, from_ms, delay_ms in self.cfg.slowdowns:
+            if acquirer == m.acquirer and deadline >= from_ms:
+                at += delay_ms
         # refunds made well before this credit was booked are netted into it
         waiting = self._netting.get(m.id)
         if waiting:

@@ -164,6 +164,16 @@ class Worker:
             return self.samples().get(("settlewatch_worker_up", ())) == 1
         wait_until(ready, timeout, "the worker to join its group and serve worker_up 1", 0.3)
 
+    @contextlib.contextmanager
+    def running(self, log_tail: int = 2000):
+        """Ready on entry; stopped on exit, also on failure, its log's last lines printed."""
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()
+            print(f"--- worker log (last lines)\n{self.log()[-log_tail:]}")
+
     def stop(self) -> None:
         if self.proc.poll() is not None:
             return
@@ -205,12 +215,8 @@ def running_worker(kafka_bootstrap: str, prefix: str, workdir: Path, policy_text
         # Silent inputs move event time to the wall clock minus 2 s, checked 5 times a second.
         "--tick-interval", "200ms", "--tick-idle", "1s", "--tick-allowance", "2s",
     ], port)
-    try:
-        w.wait_ready()
+    with w.running():
         yield w
-    finally:
-        w.stop()
-        print(f"--- worker log (last lines)\n{w.log()[-2000:]}")
 
 
 @contextlib.contextmanager

@@ -176,3 +176,37 @@ def test_no_change_value_outgrows_64_kib_for_a_merchant_with_200k_open_sales():
     assert max(len(json.dumps(v)) for v in changes.values() if v is not None) <= 64 * 1024
     assert r.stats.missing_expired == n // 2 + 1
     assert not r.merchants
+
+
+def _stream_with_markers(seed: int, hours: int = 72) -> list:
+    cfg = SimConfig(start_ms=START, end_ms=START + hours * HOUR, merchants=12,
+                    sales_per_second=0.01, seed=seed, jitter_ms=120_000, markers=True,
+                    faults=parse_faults("late=5%,missing=8%,duplicate=4%,redelivery=4%,"
+                                        "marker_short=5%,marker_late=20%,marker_missing=10%"))
+    return list(Simulation(cfg, POLICY).events())
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), points=st.sets(st.floats(0.0, 1.0), min_size=1, max_size=6),
+       crashes=st.integers(0, 63))
+def test_restoring_a_stream_with_completeness_markers_at_any_points_gives_the_same_findings(
+        seed, points, crashes):
+    events = _stream_with_markers(seed)
+    whole, _, _ = uninterrupted(events)
+    expected_overdue = Reconciler(POLICY)
+    for e in events:
+        expected_overdue.on_event(e)
+    takes = sorted({int(p * len(events)) for p in points})
+    r = Reconciler(POLICY, track_changes=True)
+    table: dict = {}
+    out = []
+    for n, e in enumerate(events):
+        if n in takes:
+            apply(table, r.take_changes())
+            if crashes >> takes.index(n) & 1:
+                r = restored(table, r.snapshot_clock())
+                out += r.drain()
+        out += r.on_event(e)
+    assert r.files_overdue() == expected_overdue.files_overdue()
+    out += r.advance_to(UNTIL)
+    assert full(out) == full(whole)

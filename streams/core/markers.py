@@ -313,7 +313,7 @@ def marker_evidence(mk: FileComplete) -> dict[str, Any]:
     return {"marker_id": mk.marker_id, "acquirer": mk.acquirer,
             "settle_date": date.fromordinal(mk.settle_day).isoformat(),
             "credit_count": mk.credit_count, "total_minor": mk.total_minor,
-            "currency": mk.currency, "event_time_ms": mk.event_time_ms}
+            "currency": mk.currency}  # its time is the finding's event_time
 
 
 _EPOCH_ORDINAL = 719_163  # date(1970, 1, 1).toordinal()

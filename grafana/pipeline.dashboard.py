@@ -96,16 +96,18 @@ def dashboard():
 
         # Contract v1.1: acquirers' settlement_file_complete markers, per merchant and date.
         row("Settlement files (completeness markers)"),
+        # `or on() vector(0)`: one 0 row when every file came (a series exists only while a
+        # file is overdue)
         table("Settlement files not arrived",
               [(f"sum by (acquirer, settle_date) "
-                f"(settlewatch_settlement_files_overdue{{{I}}})", "")],
+                f"(settlewatch_settlement_files_overdue{{{I}}}) or on() vector(0)", "")],
               description="Per acquirer and settle date: merchants whose settlement file "
                           "(settlement_file_complete marker) was expected by now, by the "
-                          "policy's [[settlement_files]], and has not arrived. Empty when "
-                          "every file came (alert SettlewatchSettlementFileNotArrived)."),
+                          "policy's [[settlement_files]], and has not arrived. A single 0 "
+                          "when every file came (alert SettlewatchSettlementFileNotArrived)."),
         timeseries("Files overdue and files short",
-                   [(f"sum by (acquirer) (settlewatch_settlement_files_overdue{{{I}}})",
-                     "{{acquirer}} merchants waiting for a file"),
+                   [(f"sum(settlewatch_settlement_files_overdue{{{I}}}) or on() vector(0)",
+                     "merchants waiting for a file"),
                     (f'sum by (acquirer) (increase(settlewatch_findings_total{{kind='
                      f'"file_incomplete", {I}}}[1h]))', "{{acquirer}} file_incomplete / 1h")],
                    description="Files not arrived (merchants waiting), and files whose "

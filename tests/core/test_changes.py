@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.events import AUTHORISATION, REFUND, PosEvent
-from streams.core.policy import default_policy
+from streams.core.policy import default_policy, policy_from_dict
 from streams.core.reconcile import Reconciler
 from streams.sim.simulator import SimConfig, Simulation, parse_faults
 
@@ -178,12 +178,18 @@ def test_no_change_value_outgrows_64_kib_for_a_merchant_with_200k_open_sales():
     assert not r.merchants
 
 
+# The sample policy lists no [[settlement_files]] (markers are opt-in): expect acq-t1's files.
+FILES_POLICY = replace(POLICY, settlement_files=policy_from_dict({
+    "timezone": "UTC", "cycles": [{"acquirer": "*", "mode": "per_sale", "due": "+1h"}],
+    "settlement_files": [{"acquirer": "acq-t1", "expected": "T+0 10:30"}]}).settlement_files)
+
+
 def _stream_with_markers(seed: int, hours: int = 72) -> list:
     cfg = SimConfig(start_ms=START, end_ms=START + hours * HOUR, merchants=12,
                     sales_per_second=0.01, seed=seed, jitter_ms=120_000, markers=True,
                     faults=parse_faults("late=5%,missing=8%,duplicate=4%,redelivery=4%,"
                                         "marker_short=5%,marker_late=20%,marker_missing=10%"))
-    return list(Simulation(cfg, POLICY).events())
+    return list(Simulation(cfg, FILES_POLICY).events())
 
 
 @settings(max_examples=8, deadline=None)
@@ -192,21 +198,26 @@ def _stream_with_markers(seed: int, hours: int = 72) -> list:
 def test_restoring_a_stream_with_completeness_markers_at_any_points_gives_the_same_findings(
         seed, points, crashes):
     events = _stream_with_markers(seed)
-    whole, _, _ = uninterrupted(events)
-    expected_overdue = Reconciler(POLICY)
+    whole = Reconciler(FILES_POLICY)
+    expected = []
     for e in events:
-        expected_overdue.on_event(e)
+        expected += whole.on_event(e)
+    overdue = whole.files_overdue()
+    expected += whole.advance_to(UNTIL)
     takes = sorted({int(p * len(events)) for p in points})
-    r = Reconciler(POLICY, track_changes=True)
+    r = Reconciler(FILES_POLICY, track_changes=True)
     table: dict = {}
     out = []
     for n, e in enumerate(events):
         if n in takes:
             apply(table, r.take_changes())
-            if crashes >> takes.index(n) & 1:
-                r = restored(table, r.snapshot_clock())
+            if crashes >> takes.index(n) & 1:  # this take is followed by a crash
+                clock = r.snapshot_clock()
+                r = Reconciler(FILES_POLICY)
+                r.restore_changes(list(table.items()))
+                r.restore_clock(clock)
                 out += r.drain()
         out += r.on_event(e)
-    assert r.files_overdue() == expected_overdue.files_overdue()
+    assert r.files_overdue() == overdue
     out += r.advance_to(UNTIL)
-    assert full(out) == full(whole)
+    assert full(out) == full(expected)

@@ -11,14 +11,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.events import FileComplete, FindingKind, Status
-from streams.core.policy import default_policy
+from dataclasses import replace
+
+from streams.core.policy import default_policy, policy_from_dict
 from streams.core.reconcile import Reconciler, feed
 from streams.sim.simulator import SimConfig, Simulation, parse_faults
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
 START = 1_791_417_600_000  # 2026-10-08T00:00:00Z
-POLICY = default_policy()
+# The sample policy, with the settlement files of acq-t1 and acq-d0 expected as its comments
+# suggest (markers are opt-in: the sample itself lists no acquirer).
+_FILES = policy_from_dict({
+    "timezone": "Asia/Shanghai", "cycles": [{"acquirer": "*", "mode": "per_sale", "due": "+1h"}],
+    "settlement_files": [{"acquirer": "acq-t1", "expected": "T+0 10:30"},
+                         {"acquirer": "acq-d0", "expected": "T+0 18:30"}]}).settlement_files
+POLICY = replace(default_policy(), settlement_files=_FILES)
 
 
 def stream(seed: int, faults: str = "missing=5%,late=3%,redelivery=2%", markers: bool = True,

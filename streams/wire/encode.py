@@ -24,6 +24,7 @@ from streams.wire.decode import (
 from streams.wire.pan import (
     mask_pans,
     mask_pans_text,
+    text_has_pan,
 )
 from streams.wire.times import (
     format_time_ms,
@@ -195,7 +196,11 @@ def deadletter_to_dict(
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    if text is not None and len(orjson.dumps(text)) - 2 <= 2 * len(raw):
+    escaped = orjson.dumps(text) if text is not None else b""
+    # JSON escaping can spell digits: a NUL byte before "5960325701" is written "\u0000"
+    # "5960325701", a Luhn-valid 14-digit run in the dead letter. Then the bytes go as base64.
+    if (text is not None and len(escaped) - 2 <= 2 * len(raw)
+            and not (b"\\u" in escaped and text_has_pan(escaped.decode("utf-8")))):
         d["original"] = text
     else:
         d["original_b64"] = base64.b64encode(raw).decode("ascii")

@@ -368,19 +368,20 @@ def _credit(d: dict) -> Credit:
 _SETTLE_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
+def _an_id(d: dict, name: str) -> str:
+    """A required, non-empty id (the hot paths above inline this)."""
+    v = d.get(name)
+    if type(v) is not str or not v:
+        raise _bad_id(d, name)
+    return v
+
+
 def _marker(d: dict) -> FileComplete:
     """A settlement_file_complete record (contract v1.1): one merchant's settlement file from
     one acquirer for one settle date is complete, with its control totals."""
     get = d.get
-    marker_id = get("marker_id")
-    if type(marker_id) is not str or not marker_id:
-        raise _bad_id(d, "marker_id")
-    merchant_id = get("merchant_id")
-    if type(merchant_id) is not str or not merchant_id:
-        raise _bad_id(d, "merchant_id")
-    acquirer = get("acquirer")
-    if type(acquirer) is not str or not acquirer:
-        raise _bad_id(d, "acquirer")
+    marker_id, merchant_id, acquirer = (_an_id(d, name)
+                                        for name in ("marker_id", "merchant_id", "acquirer"))
     v = get("settle_date")
     if type(v) is not str:
         if "settle_date" not in d:

@@ -56,16 +56,16 @@ def apply(table: dict, changes: dict) -> None:
             table[key] = json.loads(json.dumps(value))
 
 
-def restored(table: dict, clock: dict) -> Reconciler:
-    r = Reconciler(POLICY)
+def restored(table: dict, clock: dict, policy=POLICY) -> Reconciler:
+    r = Reconciler(policy)
     r.restore_changes(list(table.items()))
     r.restore_clock(clock)
     return r
 
 
-def uninterrupted(events) -> tuple[list, list[int], list[int]]:
+def uninterrupted(events, policy=POLICY) -> tuple[list, list[int], list[int]]:
     """Findings, and after each event the number of findings and redeliveries so far."""
-    r = Reconciler(POLICY)
+    r = Reconciler(policy)
     out, counts, redeliveries = [], [], []
     for e in events:
         out += r.on_event(e)
@@ -198,12 +198,9 @@ def _stream_with_markers(seed: int, hours: int = 72) -> list:
 def test_restoring_a_stream_with_completeness_markers_at_any_points_gives_the_same_findings(
         seed, points, crashes):
     events = _stream_with_markers(seed)
-    whole = Reconciler(FILES_POLICY)
-    expected = []
-    for e in events:
-        expected += whole.on_event(e)
-    overdue = whole.files_overdue()
-    expected += whole.advance_to(UNTIL)
+    whole, _, _ = uninterrupted(events, FILES_POLICY)
+    before_the_end = Reconciler(FILES_POLICY)
+    before_the_end.on_events(events)
     takes = sorted({int(p * len(events)) for p in points})
     r = Reconciler(FILES_POLICY, track_changes=True)
     table: dict = {}
@@ -212,12 +209,9 @@ def test_restoring_a_stream_with_completeness_markers_at_any_points_gives_the_sa
         if n in takes:
             apply(table, r.take_changes())
             if crashes >> takes.index(n) & 1:  # this take is followed by a crash
-                clock = r.snapshot_clock()
-                r = Reconciler(FILES_POLICY)
-                r.restore_changes(list(table.items()))
-                r.restore_clock(clock)
+                r = restored(table, r.snapshot_clock(), FILES_POLICY)
                 out += r.drain()
         out += r.on_event(e)
-    assert r.files_overdue() == overdue
+    assert r.files_overdue() == before_the_end.files_overdue()
     out += r.advance_to(UNTIL)
-    assert full(out) == full(expected)
+    assert full(out) == full(whole)

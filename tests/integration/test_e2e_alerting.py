@@ -174,15 +174,8 @@ class Worker:
             self.proc.wait(10)
 
 
-# ----------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def prefix() -> str:
-    return f"e2e{uuid.uuid4().hex[:8]}."
-
-
-@pytest.fixture(scope="module")
-def topics(kafka_admin, prefix) -> Topics:
-    """A topic set of this module's own (6 partitions each, co-partitioned)."""
+def own_topics(kafka_admin, prefix: str) -> Topics:
+    """A topic set of the module's own (6 partitions each, co-partitioned)."""
     names = Topics.with_prefix(prefix)
     kafka_admin.create_topics(
         {name: {"num_partitions": PARTITIONS, "replication_factor": 1} for name in names.all()},
@@ -190,11 +183,10 @@ def topics(kafka_admin, prefix) -> Topics:
     return names
 
 
-@pytest.fixture(scope="module")
-def worker(kafka_bootstrap, topics, prefix, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("worker")
+def running_worker(workdir: Path, policy_text: str, kafka_bootstrap: str, prefix: str):
+    """A worker on the topics of `prefix` with this policy, ready; stopped after the yield."""
     policy = workdir / "settlewatch.toml"
-    policy.write_text(POLICY)
+    policy.write_text(policy_text)
     port = free_port()
     w = Worker(workdir, [
         "--config", str(policy), "--bootstrap", kafka_bootstrap,
@@ -212,9 +204,9 @@ def worker(kafka_bootstrap, topics, prefix, tmp_path_factory):
         print(f"--- worker log (last lines)\n{w.log()[-2000:]}")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, smtp_sink, worker):
-    s = MonitoringStack(tmp_path_factory.mktemp("run"), [f"127.0.0.1:{worker.metrics_port}"],
+def running_stack(run_dir: Path, smtp_sink, worker: Worker):
+    """Prometheus (scraping `worker` every 2 s) and Alertmanager; stopped after the yield."""
+    s = MonitoringStack(run_dir, [f"127.0.0.1:{worker.metrics_port}"],
                         smtp_sink, smtp_user="alertmanager",
                         smtp_password_file=smtp_sink.password_file,
                         env={"SW_SCRAPE_INTERVAL": "2s"})
@@ -226,6 +218,27 @@ def stack(tmp_path_factory, smtp_sink, worker):
         s.down()
         for pid in pids:
             assert is_gone(pid), f"pid {pid} still runs after monitoring_down"
+
+
+# ----------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def prefix() -> str:
+    return f"e2e{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture(scope="module")
+def topics(kafka_admin, prefix) -> Topics:
+    return own_topics(kafka_admin, prefix)
+
+
+@pytest.fixture(scope="module")
+def worker(kafka_bootstrap, topics, prefix, tmp_path_factory):
+    yield from running_worker(tmp_path_factory.mktemp("worker"), POLICY, kafka_bootstrap, prefix)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, smtp_sink, worker):
+    yield from running_stack(tmp_path_factory.mktemp("run"), smtp_sink, worker)
 
 
 @pytest.fixture(scope="module")

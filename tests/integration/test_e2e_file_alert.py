@@ -31,19 +31,19 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from streams.ops.smtpsink import free_port
 from streams.wire import Topics
 
 try:  # tests/integration is not a package: pytest puts it on sys.path
-    from monitoring_helpers import MonitoringStack, is_gone, wait_until
-    from test_e2e_alerting import Worker, read_topic, rfc3339
+    from monitoring_helpers import wait_until
+    from test_e2e_alerting import (own_topics, read_topic, rfc3339, running_stack,
+                                   running_worker)
 except ModuleNotFoundError:  # it became one
-    from tests.integration.monitoring_helpers import MonitoringStack, is_gone, wait_until
-    from tests.integration.test_e2e_alerting import Worker, read_topic, rfc3339
+    from tests.integration.monitoring_helpers import wait_until
+    from tests.integration.test_e2e_alerting import (own_topics, read_topic, rfc3339,
+                                                     running_stack, running_worker)
 
 pytestmark = pytest.mark.integration
 
-PARTITIONS = 6  # read_topic of test_e2e_alerting reads six
 LATE = "acq-file-late"  # its settlement file does not come by the expected time
 ON_TIME = "acq-file-on-time"
 ALERT = "SettlewatchSettlementFileNotArrived"
@@ -92,11 +92,7 @@ def prefix() -> str:
 
 @pytest.fixture(scope="module")
 def topics(kafka_admin, prefix) -> Topics:
-    names = Topics.with_prefix(prefix)
-    kafka_admin.create_topics(
-        {name: {"num_partitions": PARTITIONS, "replication_factor": 1} for name in names.all()},
-        wait_for_metadata=True)
-    return names
+    return own_topics(kafka_admin, prefix)
 
 
 @pytest.fixture(scope="module")
@@ -106,38 +102,13 @@ def expected() -> datetime:
 
 @pytest.fixture(scope="module")
 def worker(kafka_bootstrap, topics, prefix, expected, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("file-worker")
-    path = workdir / "settlewatch.toml"
-    path.write_text(policy(expected))
-    port = free_port()
-    w = Worker(workdir, [
-        "--config", str(path), "--bootstrap", kafka_bootstrap, "--metrics-port", str(port),
-        "--app-id", f"sw-{prefix.rstrip('.')}", "--topic-prefix", prefix,
-        "--partitions", str(PARTITIONS), "--data-dir", str(workdir / "faust-data"),
-        "--tick-interval", "200ms", "--tick-idle", "1s", "--tick-allowance", "2s",
-    ], port)
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.stop()
-        print(f"--- worker log (last lines)\n{w.log()[-2000:]}")
+    yield from running_worker(tmp_path_factory.mktemp("file-worker"), policy(expected),
+                              kafka_bootstrap, prefix)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, smtp_sink, worker):
-    s = MonitoringStack(tmp_path_factory.mktemp("file-run"),
-                        [f"127.0.0.1:{worker.metrics_port}"], smtp_sink,
-                        smtp_user="alertmanager", smtp_password_file=smtp_sink.password_file,
-                        env={"SW_SCRAPE_INTERVAL": "2s"})
-    try:
-        s.up()
-        yield s
-    finally:
-        pids = s.pids()
-        s.down()
-        for pid in pids:
-            assert is_gone(pid), f"pid {pid} still runs after monitoring_down"
+    yield from running_stack(tmp_path_factory.mktemp("file-run"), smtp_sink, worker)
 
 
 def _send(producer: KafkaProducer, topic: str, record: dict) -> None:

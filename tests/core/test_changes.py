@@ -83,19 +83,27 @@ def test_restoring_from_the_changes_at_any_points_gives_the_same_findings(seed, 
                                                                          crashes):
     events = _stream(seed)
     whole, _, _ = uninterrupted(events)
+    r, out = with_crashes(events, points, crashes)
+    out += r.advance_to(UNTIL)
+    assert full(out) == full(whole)
+
+
+def with_crashes(events, points, crashes: int, policy=POLICY) -> tuple[Reconciler, list]:
+    """Feed `events`, taking the changes at each of `points` (fractions of the stream) and
+    restoring from them where bit i of `crashes` says take i is followed by a crash: the last
+    reconciler and the findings so far (the final clock not yet advanced)."""
     takes = sorted({int(p * len(events)) for p in points})
-    r = Reconciler(POLICY, track_changes=True)
+    r = Reconciler(policy, track_changes=True)
     table: dict = {}
     out = []
     for n, e in enumerate(events):
         if n in takes:
             apply(table, r.take_changes())
             if crashes >> takes.index(n) & 1:  # this take is followed by a crash
-                r = restored(table, r.snapshot_clock())
+                r = restored(table, r.snapshot_clock(), policy)
                 out += r.drain()
         out += r.on_event(e)
-    out += r.advance_to(UNTIL)
-    assert full(out) == full(whole)
+    return r, out
 
 
 @settings(max_examples=12, deadline=None)
@@ -201,17 +209,7 @@ def test_restoring_a_stream_with_completeness_markers_at_any_points_gives_the_sa
     whole, _, _ = uninterrupted(events, FILES_POLICY)
     before_the_end = Reconciler(FILES_POLICY)
     before_the_end.on_events(events)
-    takes = sorted({int(p * len(events)) for p in points})
-    r = Reconciler(FILES_POLICY, track_changes=True)
-    table: dict = {}
-    out = []
-    for n, e in enumerate(events):
-        if n in takes:
-            apply(table, r.take_changes())
-            if crashes >> takes.index(n) & 1:  # this take is followed by a crash
-                r = restored(table, r.snapshot_clock(), FILES_POLICY)
-                out += r.drain()
-        out += r.on_event(e)
+    r, out = with_crashes(events, points, crashes, FILES_POLICY)
     assert r.files_overdue() == before_the_end.files_overdue()
     out += r.advance_to(UNTIL)
     assert full(out) == full(whole)

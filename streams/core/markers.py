@@ -39,11 +39,18 @@ Rules (docs in README "Completeness markers"):
   of state too) and an overdue file stops being reported.
 
 State: one :class:`FileRec` per (merchant, acquirer, D), a state key of its own in
-``take_changes`` (tag ``t``); the index of open items by (merchant, acquirer) and deadline is
-rebuilt on restore from the items. Cost: a marker costs the items it closes plus the distinct
-deadlines of that merchant and acquirer's open items; a credit costs one dict update; a feed
-without markers pays the tally per credit and one set insertion per item open and close, and
-gets exactly the findings it got before.
+``take_changes`` (tag ``t``), kept only for the pairs that send markers (and for acquirers with
+a ``[[settlement_files]]`` entry): while a pair has a file record that saw a marker, its credits
+are tallied as they come and its open items indexed by deadline. A pair's first marker (or its
+first after all its records were dropped) reads the merchant's items once to build the index,
+and counts the credits the merchant still holds from the acquirer (kept as long as the items
+they pay, ``keep_settled`` after them) for the dates not counted yet; a restore rebuilds the
+index from the items for the pairs whose file records saw a marker. So a feed without markers
+keeps nothing per credit or per item.
+Cost: a marker costs the items it closes plus the distinct deadlines of that merchant and
+acquirer's open items (its first, the merchant's items and credits once); a credit of a pair
+sending markers costs one dict update; a feed without markers pays a look-up per credit and per
+item opened and closed, no memory, and gets exactly the findings it got before.
 
 Pure: no I/O, no clock; imports the core's vocabulary only.
 """
@@ -59,6 +66,7 @@ if TYPE_CHECKING:  # the reconciler imports this module; this is for types only
     from .reconcile import Item, Merchant, Reconciler
 
 DAY_MS = 86_400_000
+OPEN = "open"  # streams.core.reconcile.OPEN (that module imports this one)
 NOT_IN_FILE = "not_in_settlement_file"  # probable cause of a missing a marker closed
 FILE_SHORT = "file_short"  # fewer credits seen than the file lists: a truncated feed
 FILE_EXTRA = "file_extra"  # more credits seen than the file lists
@@ -97,13 +105,17 @@ def _state_rest(acquirer: str, day: int) -> str:
 class MarkerBook:
     """The reconciler's marker state and rules (one per reconciler)."""
 
-    __slots__ = ("r", "policy", "files", "days", "open_due", "expected", "arrived", "_due_days")
+    __slots__ = ("r", "policy", "files", "days", "indexed", "open_due", "expected", "arrived",
+                 "_due_days")
 
     def __init__(self, reconciler: Reconciler) -> None:
         self.r = reconciler
         self.policy: Policy = reconciler.policy
         self.files: dict[tuple[str, str, int], FileRec] = {}  # (merchant, acquirer, D)
         self.days: dict[int, set[tuple[str, str]]] = {}  # D -> (merchant, acquirer) with a rec
+        # (merchant, acquirer) -> its file records that saw a marker: while there is one, the
+        # pair's open items are indexed below and its credits tallied
+        self.indexed: dict[tuple[str, str], int] = {}
         # (merchant, acquirer) -> deadline ms -> keys of the open items due then
         self.open_due: dict[tuple[str, str], dict[int, dict[str, None]]] = {}
         # (acquirer, D) -> merchants expecting a file / of them, those whose marker came
@@ -115,6 +127,12 @@ class MarkerBook:
 
     def track(self, mid: str, item: Item) -> None:
         """An open item got its deadline (or a later one: call :meth:`untrack` first)."""
+        if self.indexed and (mid, item.acquirer) in self.indexed:
+            self._index(mid, item)
+        if self.policy.file_rule(item.acquirer) is not None:
+            self._expect(mid, item.acquirer, self.due_day(item))
+
+    def _index(self, mid: str, item: Item) -> None:
         by_deadline = self.open_due.get((mid, item.acquirer))
         if by_deadline is None:
             by_deadline = self.open_due[(mid, item.acquirer)] = {}
@@ -122,11 +140,11 @@ class MarkerBook:
         if keys is None:
             keys = by_deadline[item.deadline_ms] = {}
         keys[item.key] = None
-        if self.policy.file_rule(item.acquirer) is not None:
-            self._expect(mid, item.acquirer, self.due_day(item))
 
     def untrack(self, mid: str, item: Item) -> None:
         """The item closed, or its deadline is about to move."""
+        if not self.open_due:
+            return
         pair = (mid, item.acquirer)
         by_deadline = self.open_due.get(pair)
         if by_deadline is None:
@@ -186,7 +204,14 @@ class MarkerBook:
             _add(self.arrived, key, sign)
 
     def on_credit(self, mid: str, c: Credit) -> None:
-        """A credit released (not a redelivery): counted for its booking date."""
+        """A credit released (not a redelivery): counted for its booking date, when its
+        merchant and acquirer send markers (or its acquirer has a [[settlement_files]] entry)."""
+        rule = self.policy.file_rule(c.acquirer)
+        if rule is None and not (self.indexed and (mid, c.acquirer) in self.indexed):
+            return  # no marker yet: a first one counts the credits held (_start)
+        self._tally(mid, c)
+
+    def _tally(self, mid: str, c: Credit) -> None:
         day = self.policy.local_day(c.event_time_ms)
         rec = self._rec(mid, c.acquirer, day)
         row = rec.tally.get(c.currency)
@@ -199,12 +224,32 @@ class MarkerBook:
         if not rec.expected and self.policy.file_rule(c.acquirer) is not None:
             self._expect(mid, c.acquirer, day)
 
+    def _start(self, mid: str, acquirer: str, m: Merchant) -> None:
+        """A merchant and acquirer's first marker (within retention): index their open items,
+        and count the credits the merchant holds from the acquirer for the dates not counted
+        yet (a credit is held as long as the items it pays, keep_settled after them)."""
+        if self.policy.file_rule(acquirer) is None:
+            files, fresh = self.files, set()
+            for rec in sorted(m.credits.values(), key=lambda r: r.seq):
+                c = rec.credit
+                if c.acquirer != acquirer:
+                    continue
+                day = self.policy.local_day(c.event_time_ms)
+                if (mid, acquirer, day) not in files or day in fresh:
+                    fresh.add(day)
+                    self._tally(mid, c)
+        for item in m.items.values():
+            if item.state == OPEN and item.acquirer == acquirer:
+                self._index(mid, item)
+
     def forget(self, day: int) -> None:
         """The day's file records have passed their retention."""
         for mid, acquirer in self.days.pop(day, ()):
             rec = self.files.pop((mid, acquirer, day), None)
             if rec is not None:
                 self._count(rec, -1)
+                if rec.markers:
+                    self._unmark((mid, acquirer))
                 self.r._changed((mid, "t", _state_rest(acquirer, day)), None)
 
     # -- a marker ---------------------------------------------------------------------------
@@ -218,12 +263,16 @@ class MarkerBook:
         r._remember(mid, "m" + mk.marker_id, mk.event_time_ms)
         at = mk.event_time_ms
         detail = {"marker": marker_evidence(mk)}
+        if (mid, mk.acquirer) not in self.indexed:
+            self._start(mid, mk.acquirer, m)
         for item in self._due_open(mid, mk, m):
             if not item.credits and r._expected(item):
                 r._close(item, m, at_ms=at, cause=NOT_IN_FILE, cause_detail=detail)
         rec = self._rec(mid, mk.acquirer, mk.settle_day)
-        if not rec.markers and rec.expected:
-            _add(self.arrived, (rec.acquirer, rec.day), 1)
+        if not rec.markers:
+            _add(self.indexed, (mid, mk.acquirer), 1)
+            if rec.expected:
+                _add(self.arrived, (rec.acquirer, rec.day), 1)
         rec.markers += 1
         r._changed((mid, "t", _state_rest(mk.acquirer, mk.settle_day)), rec)
         seen_n, seen_total = rec.tally.get(mk.currency, (0, 0))
@@ -294,10 +343,20 @@ class MarkerBook:
             yield (mid, "t", _state_rest(acquirer, day)), rec
 
     def restore(self, mid: str, value: list[Any]) -> None:
+        """One file record back (before the items are re-armed, which indexes theirs)."""
         rec = FileRec.from_plain(value)
         self.files[(mid, rec.acquirer, rec.day)] = rec
+        if rec.markers:
+            _add(self.indexed, (mid, rec.acquirer), 1)
         self._day(mid, rec.acquirer, rec.day)
         self._count(rec, 1)
+
+
+    def _unmark(self, pair: tuple[str, str]) -> None:
+        """A file record that saw a marker is dropped; the pair's last: stop indexing it."""
+        _add(self.indexed, pair, -1)
+        if pair not in self.indexed:
+            self.open_due.pop(pair, None)
 
 
 def _add(counts: dict, key: Any, sign: int) -> None:

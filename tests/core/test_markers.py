@@ -355,3 +355,21 @@ def test_a_file_whose_credits_were_partly_lost_is_always_caught(dropped, kept):
              if f.kind == FindingKind.FILE_INCOMPLETE]
     assert [(f.expected_count, f.received_count, f.probable_cause) for f in found] == [
         (kept + dropped, kept, "file_short")]
+
+
+def test_a_feed_without_markers_keeps_no_file_records_in_its_state():
+    r = Reconciler(POLICY, track_changes=True)
+    feed(r, [sale("S1", "2026-10-09 10:00", 10_000, acquirer="acq-other"),
+             credit("c1", "2026-10-09 10:10", net(10_000), auth_ids=("S1",),
+                    acquirer="acq-other")], ms("2026-10-09 12:00"))
+    assert not [k for k in r.take_changes() if k.split("\x1f")[1] == "t"]
+
+
+def test_after_a_first_marker_the_credits_of_later_dates_are_counted_as_they_come():
+    events = [s("S1", "2026-10-09 10:00", 10_000), cr("c1", "2026-10-10 09:00", net(10_000), "S1"),
+              marker("F1", "2026-10-10 12:20", 1, net(10_000)),
+              s("S2", "2026-10-12 10:00", 20_000),  # Monday: due Tuesday Oct 13 12:00
+              cr("c2", "2026-10-13 09:00", net(20_000), "S2"),
+              marker("F2", "2026-10-13 12:20", 2, net(20_000) + 5_000, settle="2026-10-13")]
+    assert summary(findings(events, "2026-10-13 16:00")) == [
+        ("file_incomplete", "open", "F2", "2026-10-13 12:20", "file_short")]

@@ -36,7 +36,14 @@ import orjson
 from streams import wire
 from streams.audit.evidence import _evidence_for_people
 from streams.core import aging
-from streams.core.events import AUTHORISATION, REFUND, REVERSAL, SETTLEMENT_CREDIT, Finding
+from streams.core.events import (
+    AUTHORISATION,
+    REFUND,
+    REVERSAL,
+    SETTLEMENT_CREDIT,
+    SETTLEMENT_FILE_COMPLETE,
+    Finding,
+)
 from streams.core.policy import Policy
 from streams.core.reconcile import Reconciler
 
@@ -217,7 +224,7 @@ def file_topic(path: str, sample: int = 10_000) -> str:
             t = d.get("type") if type(d) is dict else None
             if type(t) is not str:
                 continue
-            topic = (wire.SETTLEMENT_TOPIC if t == SETTLEMENT_CREDIT
+            topic = (wire.SETTLEMENT_TOPIC if t in (SETTLEMENT_CREDIT, SETTLEMENT_FILE_COMPLETE)
                      else wire.AUTH_TOPIC if t in _POS_TYPES else None)
             if topic is None:
                 continue

@@ -27,7 +27,8 @@ from streams.audit.evidence import money
 
 KINDS = ("missing", "late", "underpaid", "overpaid", "duplicate", "orphan")
 COLOURS = {"missing": "#c0392b", "late": "#e67e22", "underpaid": "#8e44ad",
-           "overpaid": "#27ae60", "duplicate": "#2980b9", "orphan": "#7f5a3c"}
+           "overpaid": "#27ae60", "duplicate": "#2980b9", "orphan": "#7f5a3c",
+           "file_incomplete": "#16a085"}
 # What is at stake per kind, and how much of the finding's money it is.
 AT_STAKE = {
     "missing": ("not credited by the end of the range", lambda f: f["expected_minor"]),
@@ -83,6 +84,7 @@ def render(summary: dict, findings: list[dict], delays: dict | None,
         _timeline(findings, rng),
         _compare(compare) if compare is not None else "",
         _deadletters(summary),
+        _settlement_files(findings),
         _findings(findings),
         f"<script>{_JS}</script></body></html>",
     ]
@@ -392,6 +394,31 @@ def _table(findings: list[dict], css: str = "findings") -> str:
 def _by_time(findings: list[dict]) -> list[dict]:
     return sorted(findings, key=lambda f: (wire.parse_time_ms(f["event_time"]), f["anomaly_id"],
                                            f["status"]))
+
+
+def _settlement_files(findings: list[dict]) -> str:
+    """Contract v1.1: the settlement files whose control totals disagreed with the credits seen
+    (file_incomplete findings); nothing at all for a feed without completeness markers."""
+    rows = _by_time([f for f in findings if f["kind"] == "file_incomplete"])
+    if not rows:
+        return ""
+    body = "".join(
+        f'<tr><td>{e(f["subject"])}</td><td>{e(f["merchant_id"])}</td><td>{e(f["acquirer"])}</td>'
+        f'<td>{e(f["event_time"])}</td>'
+        f'<td class="n">{f.get("expected_count", 0):,}</td>'
+        f'<td class="n">{f.get("received_count", 0):,}</td>'
+        f'<td class="n">{e(money(f["expected_minor"], f["currency"]))}</td>'
+        f'<td class="n">{e(money(f["received_minor"], f["currency"]))}</td>'
+        f'<td>{e(f.get("probable_cause") or "")}</td></tr>' for f in rows)
+    return ('<section id="settlement-files"><h2>Settlement files incomplete</h2>'
+            '<p class="note">Completeness markers (settlement_file_complete) whose credit count '
+            "or total differs from the credits seen for that merchant, acquirer and settle date: "
+            "credits the feed lost (file_short), credits the file does not list (file_extra), "
+            "or the same number with another total (file_total_mismatch).</p>"
+            '<table class="findings sortable"><thead><tr><th>marker</th><th>merchant</th>'
+            "<th>acquirer</th><th>event time</th><th>credits in file</th><th>credits seen</th>"
+            "<th>file total</th><th>seen total</th><th>cause</th></tr></thead>"
+            f"<tbody>{body}</tbody></table></section>")
 
 
 def _findings(findings: list[dict]) -> str:

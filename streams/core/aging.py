@@ -17,6 +17,9 @@ underpaid               expected - received  ``aging.horizon`` after the finding
 overpaid                received - expected  ``aging.horizon`` after the finding
 duplicate               received             ``aging.horizon`` after the finding
 orphan                  received             ``aging.horizon`` after the finding
+file_incomplete         |file total - seen|  ``aging.horizon`` after the finding (contract v1.1:
+                                             a settlement file whose control totals disagree
+                                             with the credits seen for its settle date)
 late                    (not aged)           the money came: a late credit is a fact to report,
                                              not an open case
 ======================  ===================  ==================================================
@@ -64,14 +67,14 @@ from .events import Finding, FindingKind, Status
 from .policy import AgingRules, AgingTier, Policy
 
 AGED_KINDS = frozenset((FindingKind.MISSING, FindingKind.UNDERPAID, FindingKind.OVERPAID,
-                        FindingKind.DUPLICATE, FindingKind.ORPHAN))
+                        FindingKind.DUPLICATE, FindingKind.ORPHAN, FindingKind.FILE_INCOMPLETE))
 
 
 def amount_at_stake(kind: FindingKind, expected_minor: int, received_minor: int) -> int:
     """The money a finding puts at stake, in minor units (never negative)."""
     if kind is FindingKind.MISSING:
         return abs(expected_minor)
-    if kind in (FindingKind.UNDERPAID, FindingKind.OVERPAID):
+    if kind in (FindingKind.UNDERPAID, FindingKind.OVERPAID, FindingKind.FILE_INCOMPLETE):
         return abs(received_minor - expected_minor)
     # duplicate, orphan, late: the credit concerned
     return received_minor

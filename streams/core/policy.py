@@ -67,7 +67,7 @@ _DEFAULT_TIME = {
     "redelivery_window": "35d",
 }
 _TOP_KEYS = ("timezone", "holidays", "workdays", "tolerance", "fees", "cycles", "time", "aging",
-             "early_warning")
+             "early_warning", "settlement_files")
 # [early_warning]: durations as text, the rest plain integers (streams/core/earlywarning.py)
 _DEFAULT_EARLY_WARNING: dict[str, Any] = {
     "enabled": True,
@@ -81,6 +81,7 @@ _DEFAULT_EARLY_WARNING: dict[str, Any] = {
     "min_lag": "90m",
     "min_shortfall_pct": 10,
 }
+_FILE_KEYS = ("acquirer", "expected")
 _CYCLE_KEYS = ("acquirer", "merchant_id", "mode", "due", "cutoff", "grace", "timezone")
 _FEE_KEYS = ("bps", "cap_minor")
 _TOLERANCE_KEYS = ("absolute_minor", "relative_bps")
@@ -210,6 +211,18 @@ class AgingRules:
     horizon_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class FileRule:
+    """One `[[settlement_files]]` entry: by when an acquirer's settlement file for a settle date
+    D is expected (contract v1.1 completeness markers). `expected = "T+N HH:MM"` is HH:MM local
+    (policy time zone) on the N-th business day after D; "T+0 HH:MM" is D itself."""
+
+    index: int
+    acquirer: str  # a glob; the first entry that matches an acquirer wins
+    due_days: int
+    due_minute: int
+
+
 class _Zone:
     """A time zone with its cache of UTC offsets per 15-minute bucket of UTC time."""
 
@@ -274,6 +287,8 @@ class Policy:
     # SLA tiers of open findings by amount at stake and age in business days (streams.core.aging)
     aging: AgingRules = field(default_factory=lambda: DEFAULT_AGING)
     early_warning: EarlyWarningConfig = EarlyWarningConfig()
+    # [[settlement_files]]: acquirers that send completeness markers, and by when (v1.1)
+    settlement_files: tuple[FileRule, ...] = ()
     # caches (not part of equality or repr)
     _zone: _Zone = field(init=False, repr=False, compare=False)
     _cycle_zones: tuple[_Zone, ...] = field(init=False, repr=False, compare=False)
@@ -292,6 +307,7 @@ class Policy:
     _fee_terms: dict[str, tuple[int, int | None]] = field(init=False, repr=False, compare=False)
     _default_terms: tuple[int, int | None] = field(init=False, repr=False, compare=False)
     _all_bps: frozenset[int] = field(init=False, repr=False, compare=False)
+    _file_rules: dict[str, FileRule | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         init = object.__setattr__
@@ -322,6 +338,7 @@ class Policy:
         init(self, "_fee_terms", {ch: (r.bps, r.cap_minor) for ch, r in self.fees.items()})
         init(self, "_default_terms", (default_fee.bps, default_fee.cap_minor))
         init(self, "_all_bps", frozenset(rule.bps for rule in self.fees.values()))
+        init(self, "_file_rules", {})
 
     # ---- cycles -------------------------------------------------------------------------
 
@@ -356,6 +373,30 @@ class Policy:
         entry = candidates[0] if len(candidates) == 1 else tuple(candidates)
         self._by_acquirer[acquirer] = entry
         return entry
+
+    # ---- settlement files (completeness markers, contract v1.1) -------------------------
+
+    def file_rule(self, acquirer: str) -> FileRule | None:
+        """The first `[[settlement_files]]` entry matching the acquirer, or None: its files are
+        not expected by any time (markers from it still close items and check totals)."""
+        rules = self._file_rules
+        if acquirer in rules:
+            return rules[acquirer]
+        rule = next((r for r in self.settlement_files
+                     if fnmatch.fnmatchcase(acquirer, r.acquirer)), None)
+        if len(rules) >= _MAX_CACHED_PAIRS:
+            rules.clear()
+        rules[acquirer] = rule
+        return rule
+
+    def file_expected_ms(self, acquirer: str, settle_day: int) -> int | None:
+        """When the acquirer's settlement file for `settle_day` (an ordinal) is expected by, or
+        None when the acquirer has no `[[settlement_files]]` entry."""
+        rule = self.file_rule(acquirer)
+        if rule is None:
+            return None
+        day = self.next_business_day(settle_day, rule.due_days) if rule.due_days else settle_day
+        return self._zone.to_utc_ms(day, rule.due_minute)
 
     # ---- calendar -----------------------------------------------------------------------
 
@@ -547,6 +588,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
     fees = _fees(doc.get("fees", {}), "fees")
     cycles = _cycles(doc.get("cycles"), "cycles", tz_name)
     times = _time(doc.get("time", {}), "time")
+    files = _settlement_files(doc.get("settlement_files", []), "settlement_files")
     return Policy(
         timezone=tz_name,
         holidays=frozenset(holidays),
@@ -562,6 +604,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         redelivery_window_ms=times["redelivery_window"],
         aging=_aging(doc["aging"], "aging") if "aging" in doc else DEFAULT_AGING,
         early_warning=_early_warning(doc.get("early_warning", {}), "early_warning"),
+        settlement_files=files,
     )
 
 
@@ -967,3 +1010,27 @@ DEFAULT_AGING = AgingRules(
     ),
     horizon_ms=14 * MS_PER_DAY,
 )
+
+
+def _settlement_files(value: Any, key: str) -> tuple[FileRule, ...]:
+    """`[[settlement_files]]`: acquirer (glob) and expected ("T+N HH:MM" after the settle date)."""
+    if not isinstance(value, list):
+        raise PolicyError(key, f"expected [[settlement_files]] tables, got {_shown(value)}")
+    rules = []
+    for i, item in enumerate(value):
+        k = f"{key}[{i}]"
+        t = _table(item, k, _FILE_KEYS)
+        for required in _FILE_KEYS:
+            if required not in t:
+                raise PolicyError(_join(k, required), "required")
+        acquirer = _glob(t["acquirer"], _join(k, "acquirer"))
+        expected = t["expected"]
+        m = _DUE_BUSINESS_RE.fullmatch(expected.strip()) if isinstance(expected, str) else None
+        if m is None:
+            raise PolicyError(
+                _join(k, "expected"),
+                f"expected 'T+N HH:MM' (HH:MM local on the N-th business day after the settle "
+                f"date; T+0 is the settle date), got {_shown(expected)}")
+        minute = _clock_minute(f"{m[2]}:{m[3]}", _join(k, "expected"))
+        rules.append(FileRule(index=i, acquirer=acquirer, due_days=int(m[1]), due_minute=minute))
+    return tuple(rules)

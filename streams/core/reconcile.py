@@ -101,12 +101,14 @@ from .events import (
     REFUND,
     REVERSAL,
     Credit,
+    FileComplete,
     Finding,
     FindingKind,
     PosEvent,
     Status,
     anomaly_id,
 )
+from .markers import MarkerBook
 from .policy import Cycle, Policy
 
 NEVER = -(1 << 62)  # the clock before both inputs have been seen
@@ -140,8 +142,10 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 # Order of release at equal event time.
 _RANK = {AUTHORISATION: 0, REVERSAL: 1, REFUND: 2}
 _CREDIT_RANK = 3
+_MARKER_RANK = 4  # a settlement_file_complete marker (v1.1): after the credits of its time
 # Timer kinds, in the order they fire at equal time.
 _CLOSE, _ORPHAN, _EXPIRE, _FORGET = 0, 1, 2, 3
+_FILES = 4  # a day's settlement-file records pass their retention (streams.core.markers)
 DAY_MS = 86_400_000
 _CHUNK = 1000  # redelivery ids per state value
 MISSING_HORIZON_PASSED = "missing_horizon_passed"
@@ -404,6 +408,8 @@ class Reconciler:
         # The observer's optional early-warning hooks (None: replay and tests pay nothing).
         self._due_hook = getattr(observer, "on_sale_due", None)
         self._paid_hook = getattr(observer, "on_sale_paid", None)
+        # completeness markers (contract v1.1): file records, open items by due date
+        self._marks = MarkerBook(self)
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -435,7 +441,7 @@ class Reconciler:
             self.stats.late_data += 1
             if self.observer is not None:
                 self.observer.on_late_data(
-                    SETTLEMENTS if isinstance(event, Credit) else AUTHORISATIONS)
+                    AUTHORISATIONS if type(event) is PosEvent else SETTLEMENTS)
             self._release(event, m)
             self._run()
             return
@@ -448,6 +454,13 @@ class Reconciler:
             changes[key] = event
         if type(event) is Credit:
             heapq.heappush(self._buffer, (t, _CREDIT_RANK, event.credit_id, seq, mid))
+            if t > self.max_credit_ms:
+                self.max_credit_ms = t
+                if t - self._lateness > self.clock_ms:
+                    self._move_clock()
+        elif type(event) is FileComplete:
+            # a marker travels on the settlements topic: it steers that watermark like a credit
+            heapq.heappush(self._buffer, (t, _MARKER_RANK, event.marker_id, seq, mid))
             if t > self.max_credit_ms:
                 self.max_credit_ms = t
                 if t - self._lateness > self.clock_ms:
@@ -518,6 +531,8 @@ class Reconciler:
                     self._on_sale(cast(PosEvent, event), m)
                 elif rank == _CREDIT_RANK:
                     self._on_credit(cast(Credit, event), m)
+                elif rank == _MARKER_RANK:
+                    self._on_marker(cast(FileComplete, event), m)
                 else:
                     self._on_adjustment(cast(PosEvent, event), m)
             else:
@@ -535,6 +550,9 @@ class Reconciler:
         if kind == _FORGET:
             self._forget(int(key))
             return
+        if kind == _FILES:
+            self._marks.forget(int(key))
+            return
         m = self.merchants.get(mid)
         if m is None:
             return
@@ -550,6 +568,9 @@ class Reconciler:
                 self._orphan_due(rec, m)
         else:
             self._expire(key, at_ms, m)
+
+    def _files_timer(self, at_ms: int, day: int) -> None:
+        self._timer(at_ms, _FILES, "", str(day))
 
     # -- changes for the live worker -------------------------------------------------------------
 
@@ -604,6 +625,7 @@ class Reconciler:
         if self.aging is not None:
             for aid, entry in self.aging.entries.items():
                 out[(entry.merchant_id, "g", aid)] = AgingBook.to_plain(entry)
+        out.update(self._marks.every_key())
         return out
 
     def take_changes(self) -> dict[str, object | None]:
@@ -636,6 +658,8 @@ class Reconciler:
                 value = list(obj)
             elif tag == "b":
                 value = _event_to_plain(obj)
+            elif tag == "t":
+                value = obj.to_plain()
             else:  # "r"
                 value = list(obj)
             out[f"{mid}\x1f{tag}\x1f{rest}"] = value
@@ -645,7 +669,7 @@ class Reconciler:
         """Rebuild state from the latest value of every live key of :meth:`take_changes`, in
         any order, on a fresh reconciler; re-arms timers and the buffer. Then call
         :meth:`restore_clock` and :meth:`drain`."""
-        tags: dict[str, list[tuple[str, str, Any]]] = {t: [] for t in "iscdbrg"}
+        tags: dict[str, list[tuple[str, str, Any]]] = {t: [] for t in "iscdbrgt"}
         for key, value in entries:
             if value is None:
                 continue
@@ -686,6 +710,8 @@ class Reconciler:
             for tagged in chunk:
                 seen[tagged] = day
             self._seen_day(mid, day)
+        for mid, _, v in sorted(tags["t"], key=lambda x: (x[0], x[1])):
+            self._marks.restore(mid, cast(list, v))
         for m in merchants.values():
             self._rearm(m)
         if self.aging is not None:
@@ -709,6 +735,9 @@ class Reconciler:
         if isinstance(e, Credit):
             heapq.heappush(self._buffer, (e.event_time_ms, _CREDIT_RANK, e.credit_id, seq,
                                           m.merchant_id))
+        elif isinstance(e, FileComplete):
+            heapq.heappush(self._buffer, (e.event_time_ms, _MARKER_RANK, e.marker_id, seq,
+                                          m.merchant_id))
         else:
             heapq.heappush(self._buffer, (e.event_time_ms, _RANK.get(e.type, 0), e.event_id,
                                           seq, m.merchant_id))
@@ -724,6 +753,7 @@ class Reconciler:
             if item.state == OPEN:
                 self._open += 1
                 self._timer(item.close_ms, _CLOSE, mid, item.key)
+                self._marks.track(mid, item)
             if item.expire_ms != FOREVER:
                 self._timer(item.expire_ms, _EXPIRE, mid, item.key)
         for rec in m.credits.values():
@@ -801,9 +831,11 @@ class Reconciler:
 
     # -- applying events -------------------------------------------------------------------------
 
-    def _release(self, event: PosEvent | Credit, m: Merchant) -> None:
+    def _release(self, event: PosEvent | Credit | FileComplete, m: Merchant) -> None:
         if isinstance(event, Credit):
             self._on_credit(event, m)
+        elif isinstance(event, FileComplete):
+            self._on_marker(event, m)
         elif event.type == AUTHORISATION:
             self._on_sale(event, m)
         else:
@@ -859,6 +891,7 @@ class Reconciler:
                     self._timers.cancel((item.close_ms, _CLOSE, mid, key))
                     if self._due_hook is not None:
                         self._due_moved(item, sale, -1)
+                    self._marks.untrack(mid, item)
                 item.trade_day = trade_day
                 item.deadline_ms = policy.batch_deadline_ms(trade_day, cycle)
                 item.close_ms = item.deadline_ms + cycle.grace_ms
@@ -868,6 +901,7 @@ class Reconciler:
             if self._due_hook is not None and item.state == OPEN and sale.approved:
                 self._due_hook(e.acquirer, e.channel, e.currency, item.deadline_ms,
                                e.amount_minor, 1, bool(item.credits), item.trade_day)
+                self._marks.track(mid, item)
         else:
             key = auth_id
             item = m.items[key] = Item(key, auth_id, e, cycle, False)
@@ -883,6 +917,7 @@ class Reconciler:
             if self._due_hook is not None and sale.approved:
                 self._due_hook(e.acquirer, e.channel, e.currency, item.deadline_ms,
                                e.amount_minor, 1, False, policy.trade_day(e.event_time_ms, cycle))
+            self._marks.track(mid, item)
         touched = self._touched
         if touched is not None:
             touched.add(item)
@@ -964,6 +999,7 @@ class Reconciler:
             self._redelivered(SETTLEMENTS, m)
             return
         self._seq += 1
+        self._marks.on_credit(m.merchant_id, c)  # counted for its settle date's file
         rec = CreditRec(c, c.event_time_ms + self.policy.orphan_after_ms, self._seq)
         m.credits[c.credit_id] = rec
         self._created((m.merchant_id, "c", c.credit_id), rec)
@@ -1048,9 +1084,14 @@ class Reconciler:
 
     # -- closing and judging ---------------------------------------------------------------------
 
-    def _close(self, item: Item, m: Merchant) -> None:
+    def _close(self, item: Item, m: Merchant, *, at_ms: int | None = None,
+               cause: str | None = None, cause_detail: dict[str, Any] | None = None) -> None:
+        """Close an open item at deadline + grace; or, with ``at_ms``, early (a completeness
+        marker, streams.core.markers): a missing is then raised at ``at_ms`` with ``cause``,
+        while ``close_ms`` stays deadline + grace for judging a later credit late or not."""
         expected = self._expected(item)
         self._open -= 1
+        self._marks.untrack(m.merchant_id, item)
         self._item_changed(m, item)
         if self._touched is not None:
             self._touched.add(item)
@@ -1082,7 +1123,8 @@ class Reconciler:
                                          channel=_channel(item))
         if trigger == CLOSE_UNPAID:
             self._emit(FindingKind.MISSING, Status.OPEN, item, (), expected, 0,
-                       event_time_ms=item.close_ms)
+                       event_time_ms=item.close_ms if at_ms is None else at_ms, cause=cause,
+                       cause_detail=cause_detail)
             return
         if trigger == CLOSE_NOTHING_DUE:
             return
@@ -1583,6 +1625,18 @@ class Reconciler:
             self._restore_buffered(m, _event_from_plain(plain), self._seq)
         self._rearm(m)
 
+    # -- completeness markers (contract v1.1; the rules are in streams.core.markers) ------------
+
+    def _on_marker(self, mk: FileComplete, m: Merchant) -> None:
+        self._marks.on_marker(mk, m)
+        if m.is_empty() and not m.waiting_refs and not m.amount_only:
+            self.merchants.pop(m.merchant_id, None)
+
+    def files_overdue(self) -> dict[tuple[str, int], int]:
+        """(acquirer, settle date ordinal) -> merchants whose settlement file was expected by
+        the current clock and has not come (acquirers with [[settlement_files]] only)."""
+        return self._marks.overdue(self.clock_ms)
+
     def drain(self) -> list[Finding]:
         """Run everything the current clock allows (after restores)."""
         self._run()
@@ -1703,14 +1757,18 @@ _POS_FIELDS = PosEvent._fields
 _CREDIT_FIELDS = Credit._fields
 
 
-def _event_to_plain(e: PosEvent | Credit) -> list[Any]:
+def _event_to_plain(e: PosEvent | Credit | FileComplete) -> list[Any]:
+    if type(e) is FileComplete:
+        return ["k", *e]
     if type(e) is Credit:
         return ["c"] + [list(v) if f == "auth_ids" else v
                         for f, v in ((f, getattr(e, f)) for f in _CREDIT_FIELDS)]
     return ["p"] + [getattr(e, f) for f in _POS_FIELDS]
 
 
-def _event_from_plain(p: list[Any]) -> PosEvent | Credit:
+def _event_from_plain(p: list[Any]) -> PosEvent | Credit | FileComplete:
+    if p[0] == "k":
+        return FileComplete(*p[1:])
     if p[0] == "c":
         values = dict(zip(_CREDIT_FIELDS, p[1:]))
         values["auth_ids"] = tuple(values["auth_ids"])

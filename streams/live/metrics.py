@@ -55,6 +55,10 @@ The series (type, labels):
   settlewatch_early_warning_due_amount_minor    gauge    acquirer,channel,currency  their amount
   settlewatch_early_warning_deadline_timestamp_seconds  gauge  acquirer,channel   that deadline
   settlewatch_early_warning_learned_deadlines        gauge    acquirer,channel   settle days the baseline has learned
+  -- read from the reconcilers' marker counters at scrape time (SettlementFilesCollector):
+  settlewatch_settlement_files_overdue          gauge    acquirer,settle_date   merchants whose settlement
+        file (contract v1.1 marker) was expected by now and has not come; only acquirers with a
+        [[settlement_files]] entry, only dates within redelivery_window, only values above 0
 
 Match rate is `items_closed_total{outcome="matched"} / items_closed_total`; the late-credit ratio
 is `findings_total{kind="late"} / settlement_delay_seconds_count`.
@@ -231,6 +235,8 @@ class Metrics:
         r.register(self.open_items)
         self.aging = AgingCollector()
         r.register(self.aging)
+        self.settlement_files = SettlementFilesCollector()
+        r.register(self.settlement_files)
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None, *,
@@ -293,6 +299,7 @@ class Metrics:
         if ew is not None:
             with ew.lock:
                 ew.advance()
+        self.settlement_files.source = reconcilers
 
     def event_read(self, topic: str) -> None:
         """One record read from `topic` (before decoding: rejected records count too)."""
@@ -800,3 +807,47 @@ class AgingCollector:
         for rank, (tier, due) in enumerate(zip(self._tiers, self._dues)):
             info.add_metric([tier, str(rank), due], 1)
         yield from (count, amount, info)
+class SettlementFilesCollector:
+    """``settlewatch_settlement_files_overdue{acquirer, settle_date}`` at scrape time: per
+    acquirer and settle date, the merchants whose settlement file (a contract v1.1
+    settlement_file_complete marker) was expected by the reconciler's clock and has not come.
+
+    Read from counters the core keeps (``Reconciler.files_overdue``: expected and arrived per
+    acquirer and date), never from a scan of the state. Labels stay bounded: only acquirers
+    with a ``[[settlement_files]]`` entry, only dates still within ``redelivery_window``, and
+    only values above 0 (the series goes away, and the alert resolves, when the file comes).
+    """
+
+    def __init__(self, source: Callable[[], Iterable[Any]] | None = None) -> None:
+        self.source = source
+
+    def describe(self):
+        return [self._family()]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "settlewatch_settlement_files_overdue",
+            "Merchants whose settlement file (settlement_file_complete marker) from the acquirer "
+            "for the settle date was expected by now and has not arrived.",
+            labels=["acquirer", "settle_date"])
+
+    def collect(self):
+        family = self._family()
+        totals: dict[tuple[str, int], int] = {}
+        if self.source is not None:
+            for rec in list(self.source()):
+                overdue = getattr(rec, "files_overdue", None)
+                if overdue is None:
+                    continue
+                try:  # the scrape thread reads while the event loop changes state
+                    rows = list(overdue().items())
+                except (RuntimeError, KeyError):
+                    log.debug("settlement-file counters changed while read; skipped them")
+                    continue
+                for key, n in rows:
+                    totals[key] = totals.get(key, 0) + n
+        from datetime import date
+        for (acquirer, day), n in sorted(totals.items()):
+            family.add_metric([acquirer, date.fromordinal(day).isoformat()], n)
+        yield family

@@ -133,7 +133,11 @@ def test_prometheus_scrapes_the_worker_exposition(stack, worker_metrics):
 
 def test_every_rule_and_annotation_query_runs_on_prometheus(stack):
     rules = stack.rules()
-    assert len(rules) == 29
+    # every alert and recording rule of the rule files is loaded (counted in the files, so a
+    # new rule needs no edit here)
+    in_files = [m for f in (ROOT / "alerts").glob("*.rules.yaml")
+                for m in re.findall(r"^\s*- (?:alert|record):", f.read_text(), re.M)]
+    assert len(rules) == len(in_files) > 20
     for rule in rules:
         answer = stack.query(rule["query"])
         assert answer["status"] == "success", (rule["name"], answer)

@@ -896,12 +896,12 @@ class Reconciler:
                 item.deadline_ms = policy.batch_deadline_ms(trade_day, cycle)
                 item.close_ms = item.deadline_ms + cycle.grace_ms
                 self._timer(item.close_ms, _CLOSE, mid, key)
+                self._marks.track(mid, item)
                 if len(item.sales) > 1 and self._due_hook is not None:
                     self._due_moved(item, sale, 1)
             if self._due_hook is not None and item.state == OPEN and sale.approved:
                 self._due_hook(e.acquirer, e.channel, e.currency, item.deadline_ms,
                                e.amount_minor, 1, bool(item.credits), item.trade_day)
-                self._marks.track(mid, item)
         else:
             key = auth_id
             item = m.items[key] = Item(key, auth_id, e, cycle, False)

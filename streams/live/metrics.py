@@ -277,6 +277,7 @@ class Metrics:
         """Read open items, watermarks and the clock from `reconcilers()` at each scrape."""
         self.open_items.source = reconcilers
         self.aging.source = reconcilers
+        self.settlement_files.source = reconcilers
         if self.early_warning is not None:
             self.early_warning.source = reconcilers
 
@@ -299,7 +300,6 @@ class Metrics:
         if ew is not None:
             with ew.lock:
                 ew.advance()
-        self.settlement_files.source = reconcilers
 
     def event_read(self, topic: str) -> None:
         """One record read from `topic` (before decoding: rejected records count too)."""

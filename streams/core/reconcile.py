@@ -181,24 +181,25 @@ class Stats:
 
 
 class Sale:
-    # No event_id: a sale is one auth_id, and a second authorisation for it is a redelivery.
-    __slots__ = ("auth_id", "terminal_id", "channel", "amount_minor", "approved",
-                 "event_time_ms", "reversed_minor", "refunded_minor", "pan_masked", "adjustments",
-                 "refs")
+    """What decides findings about one sale. The evidence-only fields (terminal, masked card,
+    STAN/RRN/auth code) are in :class:`EvidenceSale`, kept only by a reconciler built with
+    ``evidence=True`` (replay, tests); here they read as None."""
 
-    def __init__(self, e: PosEvent, terminal_id: str) -> None:
-        # STAN, RRN and auth code: what a bank asks for to trace a sale (None when none given)
-        self.refs: tuple[str | None, str | None, str | None] | None = (
-            (e.stan, e.rrn, e.auth_code) if e.stan or e.rrn or e.auth_code else None)
+    # No event_id: a sale is one auth_id, and a second authorisation for it is a redelivery.
+    __slots__ = ("auth_id", "channel", "amount_minor", "approved", "event_time_ms",
+                 "reversed_minor", "refunded_minor", "adjustments")
+    terminal_id: str | None = None
+    pan_masked: str | None = None
+    refs: tuple[str | None, str | None, str | None] | None = None
+
+    def __init__(self, e: PosEvent) -> None:
         self.auth_id = e.auth_id
-        self.terminal_id = terminal_id
         self.channel = e.channel
         self.amount_minor = e.amount_minor
         self.approved = e.status != DECLINED
         self.event_time_ms = e.event_time_ms
         self.reversed_minor = 0
         self.refunded_minor = 0
-        self.pan_masked = e.pan_masked
         # (type, event_id, amount, ms, post_payment)
         self.adjustments: list[tuple] | None = None
 
@@ -207,6 +208,19 @@ class Sale:
         if not self.approved:
             return 0
         return max(self.amount_minor - self.reversed_minor, 0)
+
+
+class EvidenceSale(Sale):
+    """A sale with the fields only a finding's evidence shows."""
+
+    __slots__ = ("terminal_id", "pan_masked", "refs")
+
+    def __init__(self, e: PosEvent, terminal_id: str | None = None) -> None:
+        Sale.__init__(self, e)
+        self.terminal_id = terminal_id if terminal_id is not None else e.terminal_id
+        self.pan_masked = e.pan_masked
+        # STAN, RRN and auth code: what a bank asks for to trace a sale (None when none given)
+        self.refs = (e.stan, e.rrn, e.auth_code) if e.stan or e.rrn or e.auth_code else None
 
 
 class Item:
@@ -350,8 +364,11 @@ class Reconciler:
     """
 
     def __init__(self, policy: Policy, observer: Observer | None = None, *,
-                 track_changes: bool = False) -> None:
+                 track_changes: bool = False, evidence: bool = True) -> None:
         self.policy = policy
+        # evidence=False (the live worker: its records carry no evidence): findings have
+        # evidence None and sales keep only what decides findings (Sale, not EvidenceSale)
+        self.evidence = evidence
         self.observer = observer
         self.stats = Stats()
         self.merchants: dict[str, Merchant] = {}
@@ -378,7 +395,8 @@ class Reconciler:
         self._seen_days: dict[int, set[str]] = {}  # day -> merchants holding ids of that day
         self._open = 0  # items in state OPEN
         self._fee_bps = tuple(sorted(set(policy.all_fee_bps()) | set(COMMON_FEE_BPS)))
-        # One string per terminal, shared by its sales (a terminal makes thousands a day).
+        # One string per terminal, shared by its sales (a terminal makes thousands a day);
+        # only with evidence, as the terminal is evidence only.
         self._terminals: dict[str, str] = {}
         # Open-item counters for metrics (open_summary), kept from the items touched since the
         # last call; None until the first call, so that replay pays nothing for them.
@@ -630,13 +648,13 @@ class Reconciler:
             return m
 
         for mid, _, v in tags["i"]:
-            item = _item_from_plain(cast(dict, v), mid, policy)
+            item = _item_from_plain(cast(dict, v), mid, policy, self.evidence)
             merchant(mid).items[item.key] = item
         for mid, auth_id, v in sorted(tags["s"], key=lambda x: (x[0], x[2][0], x[2][1])):
             m = merchant(mid)
             item = m.items[v[0]]
             assert len(item.sales) == v[1], f"batch {v[0]!r} of {mid!r}: a sale is missing"
-            item.sales.append(_sale_from_plain(v[2:]))
+            item.sales.append(_sale_from_plain(v[2:], self.evidence))
             m.batch_of[auth_id] = item.key
         for mid, _, v in sorted(tags["c"], key=lambda x: cast(dict, x[2])["seq"]):
             rec = _credit_rec_from_plain(cast(dict, v))
@@ -787,11 +805,7 @@ class Reconciler:
             return
         policy = self.policy
         cycle = policy.cycle_for(e.acquirer, e.merchant_id)
-        terminals = self._terminals
-        terminal = terminals.get(e.terminal_id)
-        if terminal is None:
-            terminal = terminals[e.terminal_id] = e.terminal_id
-        sale = Sale(e, terminal)
+        sale = self._new_sale(e)
         if cycle.mode == "batch":
             trade_day = policy.trade_day(e.event_time_ms, cycle)
             if e.batch_id is not None:
@@ -846,6 +860,15 @@ class Reconciler:
                         if rec is not None:
                             rec.waiting.remove(ref)
                             self._attach(rec, item, m)
+
+    def _new_sale(self, e: PosEvent) -> Sale:
+        if not self.evidence:
+            return Sale(e)
+        terminals = self._terminals
+        terminal = terminals.get(e.terminal_id)
+        if terminal is None:
+            terminal = terminals[e.terminal_id] = e.terminal_id
+        return EvidenceSale(e, terminal)
 
     def _on_adjustment(self, e: PosEvent, m: Merchant) -> None:
         if self._seen and self._was_seen(m.merchant_id, "e" + e.event_id):
@@ -1155,7 +1178,8 @@ class Reconciler:
         self._out.append(self._finding(
             FindingKind.ORPHAN, Status.OPEN, m.merchant_id, c.acquirer, c.credit_id, tuple(refs),
             (c.credit_id,), 0, c.amount_minor, c.currency, rec.orphan_ms, rec.orphan_ms,
-            cause, c.credit_id, {"credits": [_credit_evidence(c)], "sales": []}))
+            cause, c.credit_id,
+            {"credits": [_credit_evidence(c)], "sales": []} if self.evidence else None))
 
     def _stop_waiting(self, rec: CreditRec, m: Merchant) -> None:
         credit_id = rec.credit.credit_id
@@ -1353,6 +1377,15 @@ class Reconciler:
         items = items or [item]
         auth_ids = tuple(s.auth_id for i in items for s in i.sales)
         subj = subject or item.subject
+        self._out.append(self._finding(
+            kind, status, item.merchant_id, item.acquirer, subj, auth_ids, credit_ids, expected,
+            received, item.currency, item.deadline_ms, event_time_ms, cause, credit_id,
+            self._evidence_of(item, items, credit_ids, cause_detail) if self.evidence
+            else None))
+
+    def _evidence_of(self, item: Item, items: list[Item], credit_ids: tuple[str, ...],
+                     cause_detail: dict[str, Any] | None) -> dict[str, Any]:
+        """The sales, credits and cycle behind a finding (the audit side's evidence files)."""
         evidence = {
             "sales": [_sale_evidence(s, i, self.policy) for i in items for s in i.sales],
             "credits": [_credit_evidence(self.merchants[item.merchant_id].credits[cid].credit)
@@ -1364,15 +1397,13 @@ class Reconciler:
         }
         if cause_detail is not None:
             evidence["cause_detail"] = cause_detail
-        self._out.append(self._finding(
-            kind, status, item.merchant_id, item.acquirer, subj, auth_ids, credit_ids, expected,
-            received, item.currency, item.deadline_ms, event_time_ms, cause, credit_id, evidence))
+        return evidence
 
     def _finding(self, kind: FindingKind, status: Status, merchant_id: str, acquirer: str,
                  subject: str, auth_ids: tuple[str, ...], credit_ids: tuple[str, ...],
                  expected: int, received: int, currency: str, deadline_ms: int | None,
                  event_time_ms: int, cause: str | None, credit_id: str,
-                 evidence: dict) -> Finding:
+                 evidence: dict | None) -> Finding:
         # A missing finding's id must not change when it is resolved: it has no credit.
         id_credit = "" if kind == FindingKind.MISSING else credit_id
         return Finding(
@@ -1487,7 +1518,7 @@ class Reconciler:
         m = self.merchants[merchant_id] = Merchant(merchant_id)
         policy = self.policy
         for plain in snap["items"]:
-            item = _item_from_plain(plain, merchant_id, policy)
+            item = _item_from_plain(plain, merchant_id, policy, self.evidence)
             m.items[item.key] = item
             if item.is_batch:
                 for s in item.sales:
@@ -1558,7 +1589,7 @@ def _credit_evidence(c: Credit) -> dict[str, Any]:
 _SALE_FIELDS = ("auth_id", "terminal_id", "channel", "amount_minor", "approved",
                 "event_time_ms", "reversed_minor", "refunded_minor", "pan_masked", "adjustments",
                 "refs")
-
+_EVIDENCE_FIELDS = frozenset(EvidenceSale.__slots__)
 
 
 def _item_to_plain(i: Item, with_sales: bool = True) -> dict[str, Any]:
@@ -1582,19 +1613,27 @@ def _sale_to_plain(s: Sale) -> list[Any]:
     return values
 
 
-def _sale_from_plain(values: list[Any]) -> Sale:
-    s = Sale.__new__(Sale)
-    s.refs = None  # snapshots written before refs were kept have no such value
-    for f, v in zip(_SALE_FIELDS, values):
-        setattr(s, f, v)
-    if s.refs is not None:
-        s.refs = (s.refs[0], s.refs[1], s.refs[2])
+def _sale_from_plain(values: list[Any], evidence: bool = True) -> Sale:
+    """A sale from _sale_to_plain; without evidence, its evidence-only fields are not kept."""
+    if not evidence:
+        s = Sale.__new__(Sale)
+        for f, v in zip(_SALE_FIELDS, values):
+            if f not in _EVIDENCE_FIELDS:
+                setattr(s, f, v)
+    else:
+        s = EvidenceSale.__new__(EvidenceSale)
+        s.refs = None  # snapshots written before refs were kept have no such value
+        for f, v in zip(_SALE_FIELDS, values):
+            setattr(s, f, v)
+        if s.refs is not None:
+            s.refs = (s.refs[0], s.refs[1], s.refs[2])
     if s.adjustments is not None:
         s.adjustments = [tuple(a) for a in s.adjustments]
     return s
 
 
-def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy) -> Item:
+def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy,
+                     evidence: bool = True) -> Item:
     item = Item.__new__(Item)
     item.key, item.subject = p["key"], p["subject"]
     item.merchant_id, item.acquirer, item.currency = merchant_id, p["acquirer"], p["currency"]
@@ -1605,7 +1644,7 @@ def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy) -> Ite
     item.state, item.payer = p["state"], p["payer"]
     item.expire_ms, item.last_sale_ms = p["expire_ms"], p["last_sale_ms"]
     item.cached = None
-    item.sales = [_sale_from_plain(values) for values in p["sales"]]
+    item.sales = [_sale_from_plain(values, evidence) for values in p["sales"]]
     return item
 
 

@@ -224,21 +224,22 @@ class EvidenceSale(Sale):
 
 
 class Item:
-    __slots__ = ("key", "subject", "merchant_id", "acquirer", "currency", "cycle", "is_batch",
-                 "trade_day", "deadline_ms", "close_ms", "sales", "credits", "state", "payer",
+    # No subject and no deadline slots: both follow from others (a per-sale item's subject is
+    # its key, a batch's its key after _batch_key's prefix; the deadline is the close less the
+    # cycle's grace), one pointer and one int object less per item.
+    __slots__ = ("key", "merchant_id", "acquirer", "currency", "cycle", "is_batch",
+                 "trade_day", "close_ms", "sales", "credits", "state", "payer",
                  "expire_ms", "last_sale_ms", "cached")
 
     def __init__(self, key: str, subject: str, e: PosEvent, cycle: Cycle, is_batch: bool) -> None:
         self.key = key
-        self.subject = subject
         self.merchant_id = e.merchant_id
         self.acquirer = e.acquirer
         self.currency = e.currency
         self.cycle = cycle
         self.is_batch = is_batch
         self.trade_day = 0
-        self.deadline_ms = 0
-        self.close_ms = 0
+        self.close_ms = cycle.grace_ms  # a deadline of 0 until set
         self.sales: list[Sale] = []
         self.credits: list[str] = _NO_CREDITS  # credit_ids attached, in arrival order
         self.state = OPEN
@@ -246,6 +247,14 @@ class Item:
         self.expire_ms = FOREVER
         self.last_sale_ms = e.event_time_ms
         self.cached: tuple[int, int] | None = None  # (expected net, approved sales), memo
+
+    @property
+    def subject(self) -> str:
+        return self.key[_BATCH_PREFIX:] if self.is_batch else self.key
+
+    @property
+    def deadline_ms(self) -> int:
+        return self.close_ms - self.cycle.grace_ms
 
 
 _NO_CREDITS: list[str] = []  # shared by every item without a credit; never appended to
@@ -293,6 +302,9 @@ _CREDIT_TIMER = "\x1fcredit:"  # + credit_id: the timer key that drops a retaine
 
 def _batch_key(batch_id: str) -> str:
     return "\x1fbatch:" + batch_id
+
+
+_BATCH_PREFIX = len(_batch_key(""))
 
 
 class _Calendar:
@@ -380,8 +392,10 @@ class Reconciler:
         # (event_time_ms, rank, id, seq, merchant_id) per event not released yet: a plain heap,
         # as it holds only the events within the lateness (measured: cheaper than a calendar)
         self._buffer: list[tuple] = []
-        # (time_ms, timer kind, merchant_id, key)
+        # (time_ms, timer kind, merchant_id, key); closes are grouped by time (_close_timer)
         self._timers = _Calendar(60_000)
+        # close time -> (that time, the open items closing then): one timer per group
+        self._closes: dict[int, tuple[int, set[Item]]] = {}
         self._seq = 0
         self._out: list[Finding] = []
         self._dirty: set[str] = set()
@@ -528,10 +542,43 @@ class Reconciler:
         # restored from snapshots fires its timers in the same order as one that never stopped.
         self._timers.push((at_ms, kind, mid, key))
 
+    def _close_timer(self, item: Item, close_ms: int) -> None:
+        """Set an item's close: items closing at the same time share one timer (deadlines
+        cluster at cut-offs) and one int object for the time."""
+        group = self._closes.get(close_ms)
+        if group is None:
+            group = self._closes[close_ms] = (close_ms, set())
+            # mid "" sorts first: the group fires before any other timer of its time and kind
+            self._timers.push((close_ms, _CLOSE, "", ""))
+        item.close_ms = group[0]
+        group[1].add(item)
+
+    def _cancel_close(self, item: Item) -> None:
+        group = self._closes.get(item.close_ms)
+        if group is not None:
+            group[1].discard(item)
+
+    def _fire_closes(self, at_ms: int) -> None:
+        """Close the items of one close time, by merchant and key (as one timer each would)."""
+        group = self._closes.pop(at_ms, None)
+        if group is None:
+            return
+        merchants = self.merchants
+        for item in sorted(group[1], key=_by_merchant_and_key):
+            m = merchants.get(item.merchant_id)
+            if m is None or m.items.get(item.key) is not item:
+                continue
+            self._dirty.add(item.merchant_id)
+            if item.state == OPEN and item.close_ms == at_ms:
+                self._close(item, m)
+
     def _fire(self, timer: tuple) -> None:
         at_ms, kind, mid, key = timer
         if kind == _FORGET:
             self._forget(int(key))
+            return
+        if kind == _CLOSE and not mid:
+            self._fire_closes(at_ms)
             return
         m = self.merchants.get(mid)
         if m is None:
@@ -707,7 +754,7 @@ class Reconciler:
         for item in m.items.values():
             if item.state == OPEN:
                 self._open += 1
-                self._timer(item.close_ms, _CLOSE, mid, item.key)
+                self._close_timer(item, item.close_ms)
             if item.expire_ms != FOREVER:
                 self._timer(item.expire_ms, _EXPIRE, mid, item.key)
         for rec in m.credits.values():
@@ -830,12 +877,11 @@ class Reconciler:
                 item.last_sale_ms = e.event_time_ms
             if item.state == OPEN and trade_day > item.trade_day:
                 # A batch is due by its latest sale's trade date: the close can only move later.
-                if item.close_ms:
-                    self._timers.cancel((item.close_ms, _CLOSE, mid, key))
+                if item.trade_day:
+                    self._cancel_close(item)
                 item.trade_day = trade_day
-                item.deadline_ms = policy.batch_deadline_ms(trade_day, cycle)
-                item.close_ms = item.deadline_ms + cycle.grace_ms
-                self._timer(item.close_ms, _CLOSE, mid, key)
+                self._close_timer(item, policy.batch_deadline_ms(trade_day, cycle)
+                                  + cycle.grace_ms)
         else:
             key = auth_id
             item = m.items[key] = Item(key, auth_id, e, cycle, False)
@@ -845,9 +891,7 @@ class Reconciler:
                 self._created((mid, "i", key), item)
             if self.observer is not None:
                 self.observer.on_item_opened(e.acquirer, e.currency, e.channel)
-            item.deadline_ms = policy.deadline_ms(e.event_time_ms, cycle)
-            item.close_ms = item.deadline_ms + cycle.grace_ms
-            self._timer(item.close_ms, _CLOSE, mid, key)
+            self._close_timer(item, policy.deadline_ms(e.event_time_ms, cycle) + cycle.grace_ms)
         touched = self._touched
         if touched is not None:
             touched.add(item)
@@ -1551,6 +1595,10 @@ class Reconciler:
 # Plain-data conversions (snapshots and evidence).
 
 
+def _by_merchant_and_key(item: Item) -> tuple[str, str]:
+    return (item.merchant_id, item.key)
+
+
 def _channel(item: Item) -> str:
     """The item's sale channel for metrics: a batch of several channels is "mixed"."""
     first = item.sales[0].channel
@@ -1635,11 +1683,11 @@ def _sale_from_plain(values: list[Any], evidence: bool = True) -> Sale:
 def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy,
                      evidence: bool = True) -> Item:
     item = Item.__new__(Item)
-    item.key, item.subject = p["key"], p["subject"]
+    item.key = p["key"]
     item.merchant_id, item.acquirer, item.currency = merchant_id, p["acquirer"], p["currency"]
     item.cycle = policy.cycles[p["cycle"]]
     item.is_batch, item.trade_day = p["is_batch"], p["trade_day"]
-    item.deadline_ms, item.close_ms = p["deadline_ms"], p["close_ms"]
+    item.close_ms = p["close_ms"]
     item.credits = list(p["credits"]) if p["credits"] else _NO_CREDITS
     item.state, item.payer = p["state"], p["payer"]
     item.expire_ms, item.last_sale_ms = p["expire_ms"], p["last_sale_ms"]

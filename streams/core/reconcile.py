@@ -224,28 +224,32 @@ class EvidenceSale(Sale):
 
 
 class Item:
-    # No subject and no deadline slots: both follow from others (a per-sale item's subject is
-    # its key, a batch's its key after _batch_key's prefix; the deadline is the close less the
-    # cycle's grace), one pointer and one int object less per item.
-    __slots__ = ("key", "merchant_id", "acquirer", "currency", "cycle", "is_batch",
-                 "trade_day", "close_ms", "sales", "credits", "state", "payer",
-                 "expire_ms", "last_sale_ms", "cached")
+    """What a credit pays: the fields every item has. A batch is a :class:`BatchItem` holding
+    its sales; a per-sale item is a :class:`SaleItem`, which is its own (one) sale, so that an
+    open sale is one object.
 
-    def __init__(self, key: str, subject: str, e: PosEvent, cycle: Cycle, is_batch: bool) -> None:
+    No subject and no deadline slots: both follow from others (a per-sale item's subject is its
+    key, a batch's its key after _batch_key's prefix; the deadline is the close less the
+    cycle's grace), one pointer and one int object less per item."""
+
+    __slots__ = ("key", "merchant_id", "acquirer", "currency", "cycle", "close_ms", "credits",
+                 "state", "payer", "expire_ms", "cached")
+    is_batch = False
+    trade_day = 0
+    sales: Any  # list[Sale] of a batch; (the item itself,) of a per-sale item
+    last_sale_ms: int
+
+    def __init__(self, key: str, e: PosEvent, cycle: Cycle) -> None:
         self.key = key
         self.merchant_id = e.merchant_id
         self.acquirer = e.acquirer
         self.currency = e.currency
         self.cycle = cycle
-        self.is_batch = is_batch
-        self.trade_day = 0
         self.close_ms = cycle.grace_ms  # a deadline of 0 until set
-        self.sales: list[Sale] = []
         self.credits: list[str] = _NO_CREDITS  # credit_ids attached, in arrival order
         self.state = OPEN
         self.payer: str | None = None
         self.expire_ms = FOREVER
-        self.last_sale_ms = e.event_time_ms
         self.cached: tuple[int, int] | None = None  # (expected net, approved sales), memo
 
     @property
@@ -255,6 +259,66 @@ class Item:
     @property
     def deadline_ms(self) -> int:
         return self.close_ms - self.cycle.grace_ms
+
+
+class BatchItem(Item):
+    """A terminal batch (cycle mode ``batch``): its sales, due by its latest trade date."""
+
+    __slots__ = ("trade_day", "sales", "last_sale_ms")
+    is_batch = True
+
+    def __init__(self, key: str, e: PosEvent, cycle: Cycle) -> None:
+        Item.__init__(self, key, e, cycle)
+        self.trade_day = 0
+        self.sales: list[Sale] = []
+        self.last_sale_ms = e.event_time_ms
+
+
+class SaleItem(Item):
+    """A per-sale item and its one sale in one object: the sale's fields are Sale's, its
+    auth_id is the item's key."""
+
+    __slots__ = ("channel", "amount_minor", "approved", "event_time_ms", "reversed_minor",
+                 "refunded_minor", "adjustments")
+    terminal_id: str | None = None
+    pan_masked: str | None = None
+    refs: tuple[str | None, str | None, str | None] | None = None
+
+    def __init__(self, e: PosEvent, cycle: Cycle) -> None:
+        Item.__init__(self, e.auth_id, e, cycle)
+        self.channel = e.channel
+        self.amount_minor = e.amount_minor
+        self.approved = e.status != DECLINED
+        self.event_time_ms = e.event_time_ms
+        self.reversed_minor = 0
+        self.refunded_minor = 0
+        self.adjustments: list[tuple] | None = None
+
+    @property
+    def auth_id(self) -> str:
+        return self.key
+
+    @property
+    def sales(self) -> tuple[SaleItem]:  # type: ignore[override]
+        return (self,)
+
+    @property
+    def last_sale_ms(self) -> int:  # type: ignore[override]
+        return self.event_time_ms
+
+    captured_minor = Sale.captured_minor
+
+
+class EvidenceSaleItem(SaleItem):
+    """A per-sale item with the fields only a finding's evidence shows (EvidenceSale's)."""
+
+    __slots__ = ("terminal_id", "pan_masked", "refs")
+
+    def __init__(self, e: PosEvent, cycle: Cycle, terminal_id: str | None = None) -> None:
+        SaleItem.__init__(self, e, cycle)
+        self.terminal_id = terminal_id if terminal_id is not None else e.terminal_id
+        self.pan_masked = e.pan_masked
+        self.refs = (e.stan, e.rrn, e.auth_code) if e.stan or e.rrn or e.auth_code else None
 
 
 _NO_CREDITS: list[str] = []  # shared by every item without a credit; never appended to
@@ -852,8 +916,8 @@ class Reconciler:
             return
         policy = self.policy
         cycle = policy.cycle_for(e.acquirer, e.merchant_id)
-        sale = self._new_sale(e)
         if cycle.mode == "batch":
+            sale = self._new_sale(e)
             trade_day = policy.trade_day(e.event_time_ms, cycle)
             if e.batch_id is not None:
                 subject = e.batch_id
@@ -862,14 +926,14 @@ class Reconciler:
             key = _batch_key(subject)
             item = m.items.get(key)
             if item is None:
-                item = m.items[key] = Item(key, subject, e, cycle, True)
+                item = m.items[key] = BatchItem(key, e, cycle)
                 self._open += 1
                 self._created((mid, "i", key), item)
                 if self.observer is not None:
                     self.observer.on_item_opened(e.acquirer, e.currency, e.channel)
             else:
                 self._item_changed(m, item)
-            m.batch_of[auth_id] = key
+            m.batch_of[auth_id] = item.key  # the item's string, not a copy per sale
             self._created((mid, "s", auth_id), (item, len(item.sales)))
             item.sales.append(sale)
             item.cached = None
@@ -884,8 +948,7 @@ class Reconciler:
                                   + cycle.grace_ms)
         else:
             key = auth_id
-            item = m.items[key] = Item(key, auth_id, e, cycle, False)
-            item.sales = [sale]  # exactly one: no spare capacity
+            item = m.items[key] = self._new_sale_item(e, cycle)
             self._open += 1
             if self._changes is not None:
                 self._created((mid, "i", key), item)
@@ -906,13 +969,22 @@ class Reconciler:
                             self._attach(rec, item, m)
 
     def _new_sale(self, e: PosEvent) -> Sale:
+        """A batch's sale."""
         if not self.evidence:
             return Sale(e)
-        terminals = self._terminals
-        terminal = terminals.get(e.terminal_id)
+        return EvidenceSale(e, self._terminal(e.terminal_id))
+
+    def _new_sale_item(self, e: PosEvent, cycle: Cycle) -> SaleItem:
+        """A per-sale item, which is its sale."""
+        if not self.evidence:
+            return SaleItem(e, cycle)
+        return EvidenceSaleItem(e, cycle, self._terminal(e.terminal_id))
+
+    def _terminal(self, terminal_id: str) -> str:
+        terminal = self._terminals.get(terminal_id)
         if terminal is None:
-            terminal = terminals[e.terminal_id] = e.terminal_id
-        return EvidenceSale(e, terminal)
+            terminal = self._terminals[terminal_id] = terminal_id
+        return terminal
 
     def _on_adjustment(self, e: PosEvent, m: Merchant) -> None:
         if self._seen and self._was_seen(m.merchant_id, "e" + e.event_id):
@@ -1682,17 +1754,33 @@ def _sale_from_plain(values: list[Any], evidence: bool = True) -> Sale:
 
 def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy,
                      evidence: bool = True) -> Item:
-    item = Item.__new__(Item)
+    item: Item
+    if p["is_batch"]:
+        batch = item = BatchItem.__new__(BatchItem)
+        batch.trade_day, batch.last_sale_ms = p["trade_day"], p["last_sale_ms"]
+        batch.sales = [_sale_from_plain(values, evidence) for values in p["sales"]]
+    else:
+        # a per-sale item is its sale: the sale's fields onto the item
+        cls = EvidenceSaleItem if evidence else SaleItem
+        item = cls.__new__(cls)
+        if evidence:
+            item.refs = None  # snapshots written before refs were kept have no such value
+        (values,) = p["sales"]
+        for f, v in zip(_SALE_FIELDS, values):
+            if f != "auth_id" and (evidence or f not in _EVIDENCE_FIELDS):
+                setattr(item, f, v)
+        if evidence and item.refs is not None:
+            item.refs = (item.refs[0], item.refs[1], item.refs[2])
+        if item.adjustments is not None:
+            item.adjustments = [tuple(a) for a in item.adjustments]
     item.key = p["key"]
     item.merchant_id, item.acquirer, item.currency = merchant_id, p["acquirer"], p["currency"]
     item.cycle = policy.cycles[p["cycle"]]
-    item.is_batch, item.trade_day = p["is_batch"], p["trade_day"]
     item.close_ms = p["close_ms"]
     item.credits = list(p["credits"]) if p["credits"] else _NO_CREDITS
     item.state, item.payer = p["state"], p["payer"]
-    item.expire_ms, item.last_sale_ms = p["expire_ms"], p["last_sale_ms"]
+    item.expire_ms = p["expire_ms"]
     item.cached = None
-    item.sales = [_sale_from_plain(values, evidence) for values in p["sales"]]
     return item
 
 

@@ -46,8 +46,11 @@ items, kept ``redelivery_window`` after each event's own time (bucketed by UTC d
 Time structures. The timers are a calendar queue (:class:`_Calendar`): buckets of time holding
 sets of timers, a heap of bucket numbers, and a small heap of the timers the clock has reached.
 Deadlines cluster (every T+1 sale of a trade date shares one), a timer that moves is cancelled
-(never left stale), and a push costs a set insertion. The event buffer, which only holds the
-events within the lateness, stays a plain heap.
+(never left stale), and a push costs a set insertion. Closes go one level further: the items
+closing at one time sit in one set (``_closes``) behind a single timer whose merchant is "",
+which sorts before every other timer of its time and kind; it closes them by merchant and key,
+the order one timer each gave, and a close that moves leaves its set. The event buffer, which
+only holds the events within the lateness, stays a plain heap.
 
 State for the live worker, per change
 -------------------------------------
@@ -79,10 +82,29 @@ The older whole-merchant form (:meth:`snapshot_merchant` / :meth:`restore_mercha
 :meth:`take_dirty`) is kept over the same state for existing callers.
 
 Evidence. A finding's ``evidence`` (the sales, credits and cycle behind it) is built when the
-finding is raised, from the state that decided it: the sales' terminal, card and trace fields
-stay in the state for it. Rebuilding it on the audit side from the inputs would have to replay
-this file's every rule to know a sale's refunds and reversals as of the finding, so it stays
-here, where it is exact (and file replay stays byte-identical).
+finding is raised, from the state that decided it, by a reconciler built with
+``evidence=True`` (the default: file and Kafka replay, tests), whose sales also keep their
+terminal, masked card and trace fields (:class:`EvidenceSale`, :class:`EvidenceSaleItem`).
+The live worker builds it with ``evidence=False``: its records on settlewatch.anomalies carry
+no evidence (streams.wire.encode), so its findings have ``evidence`` None and its sales keep
+only what decides findings (:class:`Sale`, :class:`SaleItem`; the evidence-only fields read as
+None and are written as None in take_changes' values, which keep their shape). Findings are
+identical either way in every wire field (tests/core/test_compact.py). Rebuilding evidence on
+the audit side from the replayed inputs instead would have to re-derive, as of each finding,
+a sale's reversals and refunds and which of them were netted into a later credit, i.e. run
+this file's rules a second time; the replay has every input and runs this file anyway, so it
+keeps ``evidence=True`` and its output stays byte-identical.
+
+Representation (issue 13). Per open sale the live state holds: one slotted object (a per-sale
+item is its own sale, :class:`SaleItem`; a batch's sale is a :class:`Sale` in its
+:class:`BatchItem`), its auth_id string (the key of ``Merchant.items`` or of
+``Merchant.batch_of``, whose values are the batch item's own key string), its amount and time
+ints, and a place in the set of the items closing at its close time (``_closes``: one timer and
+one int object per distinct close time, not per item; deadlines cluster at cut-offs). An item
+has no subject or deadline slot (they follow from its key and close). Settled and void items
+are dropped ``keep_settled`` after their last activity, leaving only their tagged ids in the
+redelivery store. What this does not do, and what 400 bytes per open sale or 300k events/s
+would take, is in README's performance notes: columnar (numpy) rows keyed by an int index.
 """
 from __future__ import annotations
 
@@ -934,7 +956,8 @@ class Reconciler:
             else:
                 self._item_changed(m, item)
             m.batch_of[auth_id] = item.key  # the item's string, not a copy per sale
-            self._created((mid, "s", auth_id), (item, len(item.sales)))
+            if self._changes is not None:
+                self._created((mid, "s", auth_id), (item, len(item.sales)))
             item.sales.append(sale)
             item.cached = None
             if e.event_time_ms > item.last_sale_ms:

@@ -216,20 +216,25 @@ class Sale:
 
     def __init__(self, e: PosEvent) -> None:
         self.auth_id = e.auth_id
-        self.channel = e.channel
-        self.amount_minor = e.amount_minor
-        self.approved = e.status != DECLINED
-        self.event_time_ms = e.event_time_ms
-        self.reversed_minor = 0
-        self.refunded_minor = 0
-        # (type, event_id, amount, ms, post_payment)
-        self.adjustments: list[tuple] | None = None
+        _sale_fields(self, e)
 
     def captured_minor(self) -> int:
         """What the sale is worth after reversals: nothing if declined or fully reversed."""
         if not self.approved:
             return 0
         return max(self.amount_minor - self.reversed_minor, 0)
+
+
+def _sale_fields(s: Sale | SaleItem, e: PosEvent) -> None:
+    """What decides findings about a sale, from its authorisation (Sale and SaleItem)."""
+    s.channel = e.channel
+    s.amount_minor = e.amount_minor
+    s.approved = e.status != DECLINED
+    s.event_time_ms = e.event_time_ms
+    s.reversed_minor = 0
+    s.refunded_minor = 0
+    # (type, event_id, amount, ms, post_payment)
+    s.adjustments = None
 
 
 class EvidenceSale(Sale):
@@ -239,10 +244,15 @@ class EvidenceSale(Sale):
 
     def __init__(self, e: PosEvent, terminal_id: str | None = None) -> None:
         Sale.__init__(self, e)
-        self.terminal_id = terminal_id if terminal_id is not None else e.terminal_id
-        self.pan_masked = e.pan_masked
-        # STAN, RRN and auth code: what a bank asks for to trace a sale (None when none given)
-        self.refs = (e.stan, e.rrn, e.auth_code) if e.stan or e.rrn or e.auth_code else None
+        _keep_evidence(self, e, terminal_id)
+
+
+def _keep_evidence(s: EvidenceSale | EvidenceSaleItem, e: PosEvent,
+                   terminal_id: str | None) -> None:
+    s.terminal_id = terminal_id if terminal_id is not None else e.terminal_id
+    s.pan_masked = e.pan_masked
+    # STAN, RRN and auth code: what a bank asks for to trace a sale (None when none given)
+    s.refs = (e.stan, e.rrn, e.auth_code) if e.stan or e.rrn or e.auth_code else None
 
 
 class Item:
@@ -308,13 +318,7 @@ class SaleItem(Item):
 
     def __init__(self, e: PosEvent, cycle: Cycle) -> None:
         Item.__init__(self, e.auth_id, e, cycle)
-        self.channel = e.channel
-        self.amount_minor = e.amount_minor
-        self.approved = e.status != DECLINED
-        self.event_time_ms = e.event_time_ms
-        self.reversed_minor = 0
-        self.refunded_minor = 0
-        self.adjustments: list[tuple] | None = None
+        _sale_fields(self, e)
 
     @property
     def auth_id(self) -> str:
@@ -338,9 +342,7 @@ class EvidenceSaleItem(SaleItem):
 
     def __init__(self, e: PosEvent, cycle: Cycle, terminal_id: str | None = None) -> None:
         SaleItem.__init__(self, e, cycle)
-        self.terminal_id = terminal_id if terminal_id is not None else e.terminal_id
-        self.pan_masked = e.pan_masked
-        self.refs = (e.stan, e.rrn, e.auth_code) if e.stan or e.rrn or e.auth_code else None
+        _keep_evidence(self, e, terminal_id)
 
 
 _NO_CREDITS: list[str] = []  # shared by every item without a credit; never appended to

@@ -3,27 +3,15 @@ findings as the full state replay keeps, and holds no card number, terminal or t
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
-from streams.core.policy import default_policy
 from streams.core.reconcile import Reconciler
-from streams.sim.simulator import SimConfig, Simulation, parse_faults
 
-from .builders import DAY, HOUR, ms
-
-POLICY = replace(default_policy(), keep_settled_ms=DAY, missing_horizon_ms=2 * DAY,
-                 redelivery_window_ms=2 * DAY)
-START = ms("2026-10-08T00:00:00Z")
-UNTIL = START + 8 * DAY
+from .test_changes import POLICY, UNTIL
+from .test_changes import _stream as _changes_stream
 
 
 def _stream(seed: int = 3, hours: int = 72) -> list:
-    cfg = SimConfig(start_ms=START, end_ms=START + hours * HOUR, merchants=12,
-                    sales_per_second=0.01, seed=seed, jitter_ms=120_000,
-                    faults=parse_faults("late=5%,missing=8%,duplicate=4%,underpaid=5%,"
-                                        "overpaid=3%,orphan=3%,refund_netted=5%,"
-                                        "redelivery=4%"))
-    return list(Simulation(cfg, POLICY).events())
+    return _changes_stream(seed, hours)
 
 
 def wire_fields(findings) -> list[tuple]:

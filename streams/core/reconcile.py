@@ -1590,6 +1590,9 @@ class Reconciler:
                 self._add_summary(summary, old, -1)
             new = self._contribution(item)
             if new is not None:
+                row = summary.get(new[0])
+                if row is not None:  # share the row's key: one tuple per row, not per item
+                    new = (row[4], new[1], new[2])
                 contrib[item] = new
                 self._add_summary(summary, new, 1)
         return {k: (v[0], v[1], v[2], v[3]) for k, v in summary.items() if v[0]}
@@ -1599,7 +1602,7 @@ class Reconciler:
         key, expected, missing = c
         row = summary.get(key)
         if row is None:
-            row = summary[key] = [0, 0, 0, 0]
+            row = summary[key] = [0, 0, 0, 0, key]
         row[0] += sign
         row[1] += sign * expected
         if missing:

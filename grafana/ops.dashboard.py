@@ -9,6 +9,31 @@ ACQ = 'acquirer=~"$acquirer"'
 ACQ_CH = 'acquirer=~"$acquirer", channel=~"$channel"'
 
 
+def aging_panels():
+    """Open findings by SLA tier ([aging] in settlewatch.toml; streams/core/aging.py): count and
+    amount at stake per tier and acquirer, now and over time."""
+    return [
+        row("SLA aging"),
+        bargauge("Open findings by SLA tier",
+                 [(f"sum by (tier) (settlewatch_open_findings{{{ACQ}}})", "{{tier}}")],
+                 description="Open findings (missing until credited; underpaid, overpaid, "
+                             "duplicate and orphan for aging.horizon) by tier of amount at "
+                             "stake and age in business days. The top tier pages on-call; the "
+                             "others go to the daily digest."),
+        table("Open amount at stake by acquirer and tier (major units)",
+              [(major_units(f"sum by (acquirer, tier, currency) "
+                            f"(settlewatch_open_findings_amount_minor{{{ACQ}}}) > 0"), "")],
+              description="What each acquirer's open findings put at stake, per SLA tier, in "
+                          "major units of each currency."),
+        timeseries("Open findings by SLA tier over time",
+                   [(f"sum by (tier) (settlewatch_open_findings{{{ACQ}}})", "{{tier}}")],
+                   stack=True, w=24,
+                   description="A finding moves up a tier as it ages in business days (never "
+                               "over a weekend or a holiday) and leaves when resolved or past "
+                               "its horizon."),
+    ]
+
+
 def dashboard():
     closed = f"sum(increase(settlewatch_items_closed_total{{{ACQ_CH}}}[$__range]))"
     matched = (f'sum(increase(settlewatch_items_closed_total{{{ACQ_CH}, outcome="matched"}}'
@@ -97,7 +122,30 @@ def dashboard():
                                  f"settlewatch_settled_amount_minor_total{{{ACQ}}}"
                                  f"[$__rate_interval])) * 3600"),
                      "{{acquirer}} {{currency}}")], unit="none", w=24),
-    ]
+
+        row("Early warning"),
+        timeseries("Paid by now against the usual band (next deadline)",
+                   [(f'avg by (acquirer, channel) (settlewatch_early_warning_paid_ratio'
+                     f'{{{ACQ_CH}, band="{band}"}})', f"{{{{acquirer}}}} {{{{channel}}}} {band}")
+                    for band in ("usual", "slow", "today")],
+                   unit="percentunit", max_=1, w=16,
+                   description="Share of the sales due by each acquirer's next deadline that "
+                               "is paid by now: usual = the median of its learned settle days, "
+                               "slow = their lower band (10th percentile), today. Today well "
+                               "below slow raises the early warning."),
+        stat("Early warnings", [(f"sum(settlewatch_early_warning{{{ACQ_CH}}}) or vector(0)",
+                                 "")],
+             w=8, thresholds=[(None, "green"), (1, "orange")],
+             description="Acquirers and channels paying later than their own baseline now."),
+        timeseries("Paying later than usual by",
+                   [(f"max by (acquirer, channel) (settlewatch_early_warning_later_seconds"
+                     f"{{{ACQ_CH}}})", "{{acquirer}} {{channel}}")], unit="s", w=12,
+                   description="How far today's paid share is behind the usual day's."),
+        table("Due before the next deadline, not yet paid (major units)",
+              [(major_units(f"sum by (acquirer, channel, currency) "
+                            f"(settlewatch_early_warning_due_amount_minor{{{ACQ_CH}}})"), "")],
+              description="Sales still due by each acquirer's next deadline, by channel."),
+    ] + aging_panels()
     return make_dashboard(
         "settlewatch-ops", "settlewatch / Ops overview", panels,
         description="Settlement reconciliation: match rate, missing and short-paid credits, "

@@ -2,7 +2,7 @@
 
 Generated into grafana/dashboards/pipeline.json by `python grafana/generate.py`.
 """
-from defaults import dashboard as make_dashboard, query_variable, row, stat, timeseries
+from defaults import dashboard as make_dashboard, query_variable, row, stat, table, timeseries
 
 T = 'topic=~"$topic"'
 I = 'instance=~"$instance"'
@@ -93,6 +93,26 @@ def dashboard():
                    [(f"sum(settlewatch_open_unsettled_items{{{I}}})", "open items"),
                     (f"sum(settlewatch_reconcilers{{{I}}})", "reconcilers (partitions)")],
                    w=24),
+
+        # Contract v1.1: acquirers' settlement_file_complete markers, per merchant and date.
+        row("Settlement files (completeness markers)"),
+        # `or on() vector(0)`: one 0 row when every file came (a series exists only while a
+        # file is overdue)
+        table("Settlement files not arrived",
+              [(f"sum by (acquirer, settle_date) "
+                f"(settlewatch_settlement_files_overdue{{{I}}}) or on() vector(0)", "")],
+              description="Per acquirer and settle date: merchants whose settlement file "
+                          "(settlement_file_complete marker) was expected by now, by the "
+                          "policy's [[settlement_files]], and has not arrived. A single 0 "
+                          "when every file came (alert SettlewatchSettlementFileNotArrived)."),
+        timeseries("Files overdue and files short",
+                   [(f"sum(settlewatch_settlement_files_overdue{{{I}}}) or on() vector(0)",
+                     "merchants waiting for a file"),
+                    (f'sum by (acquirer) (increase(settlewatch_findings_total{{kind='
+                     f'"file_incomplete", {I}}}[1h]))', "{{acquirer}} file_incomplete / 1h")],
+                   description="Files not arrived (merchants waiting), and files whose "
+                               "control totals disagreed with the credits seen "
+                               "(file_incomplete findings) per hour."),
     ]
     return make_dashboard(
         "settlewatch-pipeline", "settlewatch / Pipeline health", panels,

@@ -25,7 +25,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.core.events import Finding, FindingKind, Status
+from streams.core.events import Credit, Finding, FindingKind, PosEvent, Status
+from streams.core.policy import default_policy
+from streams.core.reconcile import Reconciler
 from streams.live.metrics import AGE_BUCKETS, Metrics
 from streams.ops.smtpsink import SmtpSink, text_of
 
@@ -46,7 +48,8 @@ FOREIGN = {"up": "Prometheus", "ALERTS": "Prometheus",
 TARGET_LABELS = {"job", "instance"}
 # The values a closed label may take (a typo in a matcher would select nothing, silently).
 CLOSED_LABELS = {"kind": {str(k) for k in FindingKind}, "status": {str(s) for s in Status},
-                 "outcome": {"matched", "unmatched"}, "age": {a for _, a in AGE_BUCKETS}}
+                 "outcome": {"matched", "unmatched"}, "age": {a for _, a in AGE_BUCKETS},
+                 "rank": {str(n) for n in range(len(default_policy().aging.tiers))}}
 
 
 # -- a worker's metrics, exercised --------------------------------------------------------------
@@ -63,6 +66,10 @@ class OpenItems:
 
     def open_items(self):
         yield from self.items
+
+    def files_overdue(self):
+        # contract v1.1: two merchants still wait for ACQ-A's settlement file of 2026-10-09
+        return {("ACQ-A", 739_898): 2}
 
 
 def finding(kind, acquirer, currency, expected, received, status=Status.OPEN) -> Finding:
@@ -116,9 +123,39 @@ def exercise(m: Metrics, step: int = 0) -> None:
     m.set_up(True)
 
 
+def aged_findings(now_ms: int) -> Reconciler:
+    """A real reconciler with open findings in its aging book: a missing sale and an orphan."""
+    r = Reconciler(default_policy(), aging=True)
+    r.on_event(PosEvent("authorisation", "e1", "a1", "m1", "t1", "ACQ-A", "credit", 20_000_000,
+                        "CNY", now_ms - 5 * DAY_MS))
+    r.on_event(Credit("c1", "m1", "ACQ-B", 7_000, "JPY", now_ms - 3 * DAY_MS, ("nobody",)))
+    r.advance_to(now_ms)
+    return r
+def exercise_early_warning(m: Metrics, clock_ms: int) -> None:
+    """A learned baseline (five settle days paying 10 h before the deadline) and a deadline in
+    two hours with nothing paid yet: the early warning holds, with every series it exports."""
+    from streams.core.policy import default_policy
+    policy = default_policy()
+    ew = m.enable_early_warning(policy).warning
+    cfg = policy.early_warning
+    steps = cfg.lookback_ms // cfg.step_ms
+    paid_from = steps - 10 * HOUR_MS // cfg.step_ms
+    deadline = clock_ms + 2 * HOUR_MS
+    ew.restore({"ACQ-A\x1fdebit": [[deadline - (d + 1) * DAY_MS, "1d",
+                                     [0.0] * paid_from + [1.0] * (steps - paid_from)]
+                                    for d in range(cfg.min_history)]})
+    ew.advance_to(clock_ms - HOUR_MS)
+    for _ in range(cfg.min_due_sales):
+        m.observer().on_sale_due("ACQ-A", "debit", "CNY", deadline, 10_000, 1, False,
+                                 policy.local_day(deadline) - 1)
+
+
 def exercised_metrics(registry=None) -> Metrics:
     m = Metrics.create(registry, version="test", worker="test")
-    m.watch(lambda: [open_items_now(int(time.time() * 1000), {"ACQ-A": 30})])
+    now_ms = int(time.time() * 1000)
+    aged = aged_findings(now_ms)
+    exercise_early_warning(m, now_ms - 11 * MIN_MS)
+    m.watch(lambda: [open_items_now(now_ms, {"ACQ-A": 30}), aged])
     exercise(m)
     return m
 
@@ -296,7 +333,7 @@ def alert_blocks() -> dict[str, str]:
 
 def test_every_alert_has_severity_annotations_and_a_runbook_section():
     blocks = alert_blocks()
-    assert len(blocks) == 12
+    assert len(blocks) == 16
     headings = set(re.findall(r"^## (\w+)$", RUNBOOK.read_text(), re.M))
     for name, block in blocks.items():
         assert re.search(r"^\s+severity: (critical|warning)$", block, re.M), name
@@ -358,7 +395,7 @@ def test_the_rendered_alertmanager_config_passes_amtool_and_holds_no_secret(tool
     out = subprocess.run([tools["amtool"], "check-config", str(config)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "4 inhibit rules" in out.stdout and "4 receivers" in out.stdout
+    assert "4 inhibit rules" in out.stdout and "5 receivers" in out.stdout
     text = config.read_text()
     assert "s3cret" not in text
     assert "smtp_auth_password_file: '" + str(rendered.parents[1] / "smtp-password") in text
@@ -379,6 +416,16 @@ def test_the_rendered_alertmanager_config_passes_amtool_and_holds_no_secret(tool
     ({"category": "settlement", "severity": "warning", "acquirer": "ACQ-Z"}, "ops-email"),
     ({"category": "pipeline", "severity": "critical"}, "oncall-email"),
     ({"category": "pipeline", "severity": "warning"}, "ops-email"),
+    # Aging by SLA tier: the top tier pages on-call (with the acquirer's copy, as any
+    # critical settlement alert); every other tier goes to the daily digest, and only there.
+    ({"alertname": "SettlewatchAgingCritical", "category": "settlement", "severity": "critical",
+      "acquirer": "ACQ-Z", "tier": "critical"}, "oncall-email"),
+    ({"alertname": "SettlewatchAgingCritical", "category": "settlement", "severity": "critical",
+      "acquirer": "ACQ-A", "tier": "critical"}, "acquirer-ACQ-A,oncall-email"),
+    ({"alertname": "SettlewatchAgingDigest", "category": "settlement", "severity": "warning",
+      "digest": "daily", "acquirer": "ACQ-A", "tier": "high"}, "digest-email"),
+    ({"alertname": "SettlewatchAgingDigest", "category": "settlement", "severity": "warning",
+      "digest": "daily", "acquirer": "ACQ-Z", "tier": "low"}, "digest-email"),
 ])
 def test_alerts_route_by_category_severity_and_acquirer(tools, rendered, labels, receivers):
     args = [f"{k}={v}" for k, v in {"service": "settlewatch", **labels}.items()]
@@ -387,6 +434,18 @@ def test_alerts_route_by_category_severity_and_acquirer(tools, rendered, labels,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip() == receivers
+
+
+def test_the_aging_digest_is_sent_once_a_day_in_one_mail_for_every_acquirer(tools, rendered):
+    out = subprocess.run([tools["amtool"], "config", "routes", "show",
+                          f"--config.file={rendered / 'alertmanager.yml'}"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = (rendered / "alertmanager.yml").read_text()
+    route = text.split("matchers: ['digest=\"daily\"']", 1)[1].split("\n        - ", 1)[0]
+    assert "receiver: digest-email" in route
+    assert "group_by: [service, digest]" in route
+    assert "group_interval: 24h" in route and "repeat_interval: 24h" in route
 
 
 def test_the_local_config_renders_without_credentials(tmp_path, tools):
@@ -463,6 +522,16 @@ def test_the_ops_dashboard_has_the_panels_ops_asked_for():
                    "Findings by kind", "Late-credit ratio", "Settlement delay p50 / p90 / p99",
                    "Top acquirers"):
         assert wanted in titles
+
+
+def test_the_ops_dashboard_shows_open_findings_by_sla_tier_and_acquirer():
+    panels = {p["title"]: p for p in dashboards()["ops.json"]["panels"]}
+    assert "SLA aging" in panels
+    by_tier = panels["Open findings by SLA tier"]["targets"][0]["expr"]
+    assert by_tier.startswith("sum by (tier) (settlewatch_open_findings{")
+    amount = panels["Open amount at stake by acquirer and tier (major units)"]["targets"][0]
+    assert "sum by (acquirer, tier, currency) (settlewatch_open_findings_amount_minor" in \
+        amount["expr"]
 
 
 # -- the SMTP sink --------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ def _evidence_for_people(evidence: dict, finding: Finding | None = None,
         "cycle": cycle,
         **({"close": wire.format_time_ms(evidence["close_ms"])} if "close_ms" in evidence else {}),
         **({"cause_detail": evidence["cause_detail"]} if "cause_detail" in evidence else {}),
+        # contract v1.1: the settlement file's marker and what was seen for it
+        **({"marker": evidence["marker"], "seen": evidence.get("seen")}
+           if "marker" in evidence else {}),
     }
     if finding is not None:
         out["statement"] = _statement(finding, out, cycle)
@@ -111,7 +114,17 @@ def _statement(f: Finding, ev: dict, cycle: dict | None) -> list[str]:
                      f"{money(c['amount_minor'], c['currency'])}"
                      + (f" (acquirer's fee {money(c['fee_minor'], c['currency'])})"
                         if c.get("fee_minor") is not None else ""))
-    if f.kind.value == "orphan" and f.deadline_ms is not None:
+    marker = ev.get("marker")
+    if f.kind.value == "file_incomplete" and marker is not None:
+        seen = ev.get("seen") or {}
+        lines.append(f"settlement file {marker['marker_id']} of {marker['acquirer']} for settle "
+                     f"date {marker['settle_date']} lists {marker['credit_count']:,} credits, "
+                     f"total {money(marker['total_minor'], cur)}; seen for that merchant, "
+                     f"acquirer and date: {seen.get('credit_count', 0):,} credits, total "
+                     f"{money(seen.get('total_minor', 0), cur)}")
+        if f.deadline_ms is not None:
+            lines.append(f"the file was expected by {wire.format_time_ms(f.deadline_ms)}")
+    elif f.kind.value == "orphan" and f.deadline_ms is not None:
         lines.append(f"no sale or batch of the merchant matched it by "
                      f"{wire.format_time_ms(f.deadline_ms)}")
     elif f.deadline_ms is not None:
@@ -160,6 +173,10 @@ def _cause_words(d: dict | None, cur: str) -> str:
         words.append(f"sale {d['auth_id']} for {money(d['amount_minor'], cur)}")
     if d.get("rounding"):
         words.append(f"fees rounded {d['rounding'].replace('_', ' ')}")
+    marker = d.get("marker")  # contract v1.1: the settlement file came complete without it
+    if marker:
+        words.append(f"settlement file {marker['marker_id']} for {marker['settle_date']} "
+                     f"complete without it")
     return f" ({'; '.join(words)})" if words else ""
 
 

@@ -29,12 +29,21 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from streams import wire
 from streams.audit.evidence import _evidence_for_people
-from streams.core.events import AUTHORISATION, REFUND, REVERSAL, SETTLEMENT_CREDIT, Finding
+from streams.core import aging
+from streams.core.events import (
+    AUTHORISATION,
+    REFUND,
+    REVERSAL,
+    SETTLEMENT_CREDIT,
+    SETTLEMENT_FILE_COMPLETE,
+    Finding,
+)
 from streams.core.policy import Policy
 from streams.core.reconcile import Reconciler
 
@@ -72,7 +81,7 @@ class ReplayRun:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         # observer: a streams.core.reconcile.Observer (Kafka replay collects settlement delays)
-        self.reconciler = Reconciler(policy, observer)
+        self.reconciler = Reconciler(policy, observer, aging=True)
         self.keep = keep
         self.evidence_dir = self.out_dir / "evidence" if evidence else None
         if self.evidence_dir is not None:
@@ -158,9 +167,27 @@ class ReplayRun:
         }
         if r.warnings:
             summary["warnings"] = list(r.warnings)
+        book = self.reconciler.aging
+        if book is not None and until_ms is not None:
+            # open findings by SLA tier as of the final clock (streams.core.aging)
+            summary["aging"] = aging_summary(aging.open_rows(book, self.reconciler.clock_ms))
         (self.out_dir / "summary.json").write_bytes(
             orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
         return r
+
+
+def aging_summary(rows: dict[str, Any]) -> dict[str, Any]:
+    """streams.core.aging.open_rows for summary.json: the clock as RFC 3339 text."""
+    doc = dict(rows)
+    doc["as_of"] = wire.format_time_ms(doc.pop("as_of_ms"))
+    return {"as_of": doc.pop("as_of"), **doc}
+
+
+def merge_aging_summaries(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Several replays' summary.json "aging" (a Kafka replay's partitions) as one."""
+    merged = aging.merge_open_rows([{**p, "as_of_ms": wire.parse_time_ms(p["as_of"])}
+                                    for p in parts])
+    return None if merged is None else aging_summary(merged)
 
 
 # ---- files ---------------------------------------------------------------------------------
@@ -197,7 +224,7 @@ def file_topic(path: str, sample: int = 10_000) -> str:
             t = d.get("type") if type(d) is dict else None
             if type(t) is not str:
                 continue
-            topic = (wire.SETTLEMENT_TOPIC if t == SETTLEMENT_CREDIT
+            topic = (wire.SETTLEMENT_TOPIC if t in (SETTLEMENT_CREDIT, SETTLEMENT_FILE_COMPLETE)
                      else wire.AUTH_TOPIC if t in _POS_TYPES else None)
             if topic is None:
                 continue

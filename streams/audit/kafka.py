@@ -78,7 +78,7 @@ import orjson
 from streams import wire
 from streams.wire import Topics
 from streams.audit.delays import DelayObserver, merge_delays
-from streams.audit.files import ReplayResult, ReplayRun
+from streams.audit.files import ReplayResult, ReplayRun, merge_aging_summaries
 from streams.core.policy import Policy
 from streams.kafka_security import from_environment as kafka_security
 
@@ -764,8 +764,11 @@ def _merge_parts(out: Path, parts_dir: Path, plan: Plan, spec: RangeSpec) -> dic
                                "rejected_by_reason": Counter(), "findings": 0,
                                "findings_by_kind": Counter(), "late_data": 0, "redeliveries": 0,
                                "missing_expired": 0}
+    agings = []
     for name in names:
         part = orjson.loads((parts_dir / name / "summary.json").read_bytes())
+        if "aging" in part:
+            agings.append(part.pop("aging"))
         for k, v in part.items():
             if isinstance(v, dict):
                 summary[k].update(v)
@@ -774,6 +777,9 @@ def _merge_parts(out: Path, parts_dir: Path, plan: Plan, spec: RangeSpec) -> dic
     summary["rejected_by_reason"] = dict(sorted(summary["rejected_by_reason"].items()))
     summary["findings_by_kind"] = dict(sorted(summary["findings_by_kind"].items()))
     summary["until"] = wire.format_time_ms(spec.to_ms)
+    merged_aging = merge_aging_summaries(agings)
+    if merged_aging is not None:
+        summary["aging"] = merged_aging
     delays = merge_delays([orjson.loads((parts_dir / n / "delays.json").read_bytes())
                            for n in names])
     (out / "settlement_delays.json").write_bytes(

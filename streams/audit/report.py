@@ -27,7 +27,8 @@ from streams.audit.evidence import money
 
 KINDS = ("missing", "late", "underpaid", "overpaid", "duplicate", "orphan")
 COLOURS = {"missing": "#c0392b", "late": "#e67e22", "underpaid": "#8e44ad",
-           "overpaid": "#27ae60", "duplicate": "#2980b9", "orphan": "#7f5a3c"}
+           "overpaid": "#27ae60", "duplicate": "#2980b9", "orphan": "#7f5a3c",
+           "file_incomplete": "#16a085"}
 # What is at stake per kind, and how much of the finding's money it is.
 AT_STAKE = {
     "missing": ("not credited by the end of the range", lambda f: f["expected_minor"]),
@@ -78,10 +79,12 @@ def render(summary: dict, findings: list[dict], delays: dict | None,
         f"<h1>{e(title)}</h1>",
         _overview(summary, findings),
         _totals(findings),
+        _aging(summary.get("aging")),
         _delays(delays) if delays is not None else "",
         _timeline(findings, rng),
         _compare(compare) if compare is not None else "",
         _deadletters(summary),
+        _settlement_files(findings),
         _findings(findings),
         f"<script>{_JS}</script></body></html>",
     ]
@@ -186,6 +189,36 @@ def _totals(findings: list[dict]) -> str:
                    "not at stake; its late credit, if any, is a late finding.</p>")
     return (f'<section id="totals"><h2>Totals per kind and acquirer</h2>{count_table}'
             f"<h3>Amounts at stake</h3>{stake_table}</section>")
+
+
+def _aging(doc: dict | None) -> str:
+    """Open findings by SLA tier and acquirer as of the end of the range (summary.json "aging",
+    streams.core.aging)."""
+    if not doc:
+        return ""
+    due = {t["name"]: t["due"] for t in doc.get("tiers", [])}
+    rows = []
+    for r in doc.get("open", []):
+        overdue = f'<td class="n warn">{r["overdue"]:,}</td>' if r["overdue"] else \
+            '<td class="n">0</td>'
+        rows.append(f'<tr><th>{e(r["tier"])}</th><td>{e(due.get(r["tier"], ""))}</td>'
+                    f'<td>{e(r["acquirer"])}</td><td>{e(r["currency"])}</td>'
+                    f'<td class="n">{r["findings"]:,}</td>'
+                    f'<td class="n">{e(money(r["amount_minor"], r["currency"]))}</td>'
+                    f'{overdue}<td class="n">{r["oldest_age_days"]:,}</td></tr>')
+    if not rows:
+        rows.append('<tr><td colspan="8">No finding is open.</td></tr>')
+    tiers = ", ".join(f"{e(t['name'])} (due {e(t['due'])})" for t in doc.get("tiers", []))
+    return (f'<section id="aging"><h2>Open findings by SLA tier, as of {e(doc["as_of"])}</h2>'
+            '<table><thead><tr><th>tier</th><th>due</th><th>acquirer</th><th>currency</th>'
+            '<th>open findings</th><th>amount at stake</th><th>past due</th>'
+            '<th>oldest (business days)</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>'
+            f'<p class="note">Tiers, most severe first: {tiers}. Open: missing until its '
+            "credit comes; underpaid, overpaid, duplicate and orphan for aging.horizon after "
+            "they were raised; late findings are not aged. Age is in business days of the "
+            "policy's calendar; a tier's due time runs from when the finding entered it. A Kafka "
+            "replay counts findings of its lead-in that are still open.</p></section>")
 
 
 # ---- plots ---------------------------------------------------------------------------------
@@ -361,6 +394,31 @@ def _table(findings: list[dict], css: str = "findings") -> str:
 def _by_time(findings: list[dict]) -> list[dict]:
     return sorted(findings, key=lambda f: (wire.parse_time_ms(f["event_time"]), f["anomaly_id"],
                                            f["status"]))
+
+
+def _settlement_files(findings: list[dict]) -> str:
+    """Contract v1.1: the settlement files whose control totals disagreed with the credits seen
+    (file_incomplete findings); nothing at all for a feed without completeness markers."""
+    rows = _by_time([f for f in findings if f["kind"] == "file_incomplete"])
+    if not rows:
+        return ""
+    body = "".join(
+        f'<tr><td>{e(f["subject"])}</td><td>{e(f["merchant_id"])}</td><td>{e(f["acquirer"])}</td>'
+        f'<td>{e(f["event_time"])}</td>'
+        f'<td class="n">{f.get("expected_count", 0):,}</td>'
+        f'<td class="n">{f.get("received_count", 0):,}</td>'
+        f'<td class="n">{e(money(f["expected_minor"], f["currency"]))}</td>'
+        f'<td class="n">{e(money(f["received_minor"], f["currency"]))}</td>'
+        f'<td>{e(f.get("probable_cause") or "")}</td></tr>' for f in rows)
+    return ('<section id="settlement-files"><h2>Settlement files incomplete</h2>'
+            '<p class="note">Completeness markers (settlement_file_complete) whose credit count '
+            "or total differs from the credits seen for that merchant, acquirer and settle date: "
+            "credits the feed lost (file_short), credits the file does not list (file_extra), "
+            "or the same number with another total (file_total_mismatch).</p>"
+            '<table class="findings sortable"><thead><tr><th>marker</th><th>merchant</th>'
+            "<th>acquirer</th><th>event time</th><th>credits in file</th><th>credits seen</th>"
+            "<th>file total</th><th>seen total</th><th>cause</th></tr></thead>"
+            f"<tbody>{body}</tbody></table></section>")
 
 
 def _findings(findings: list[dict]) -> str:

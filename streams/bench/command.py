@@ -106,6 +106,33 @@ def bench_causes_command(days: float, seed: int, fault_share: float, fee_table_b
     click.echo(json.dumps({"bench": "causes", "right": shares}))
 
 
+@bench_command.command("early-warning")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--weeks", default=5.0, show_default=True, type=float,
+              help="Simulated weeks of event time per run (two runs: steady and slowed).")
+@click.option("--seed", default=11, show_default=True, type=int)
+@click.option("--merchants", default=200, show_default=True, type=int)
+@click.option("--rate", default=0.1, show_default=True, type=float,
+              help="Sales per second of event time, over all merchants.")
+@click.option("--slowed", default="acq-t1", show_default=True,
+              help="The acquirer that slows down in the second run.")
+@click.option("--slow-from-day", default=28, show_default=True, type=int,
+              help="Days after the start (Sunday 2026-03-08) the slowdown begins.")
+@click.option("--delay", default="3h", show_default=True,
+              help="How much later the slowed acquirer books its credits.")
+def bench_early_warning_command(config: str | None, weeks: float, seed: int, merchants: int,
+                                rate: float, slowed: str, slow_from_day: int, delay: str) -> None:
+    """The early warning on simulated weeks: lead time before the first missing for a slowed
+    acquirer, false warnings per acquirer-week without one, and the fixed "slower than last
+    week" rule on the same runs (streams.bench.earlywarning)."""
+    from streams.bench.earlywarning import run
+    from streams.core.policy import parse_duration_ms
+    policy = load_policy(config) if config else default_policy()
+    click.echo(json.dumps(run(policy, weeks=weeks, seed=seed, merchants=merchants, rate=rate,
+                              slowed=slowed, slow_from_day=slow_from_day,
+                              delay_ms=parse_duration_ms(delay, "--delay"))))
+
+
 @bench_command.command("replay")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--bootstrap", required=True, help="Kafka to produce the stream to and replay.")

@@ -20,6 +20,8 @@ AUTHORISATION = "authorisation"
 REVERSAL = "reversal"
 REFUND = "refund"
 SETTLEMENT_CREDIT = "settlement_credit"
+# Contract v1.1: an acquirer's "my settlement file for this merchant and date is complete".
+SETTLEMENT_FILE_COMPLETE = "settlement_file_complete"
 
 APPROVED = "approved"
 DECLINED = "declined"
@@ -67,6 +69,24 @@ class Credit(NamedTuple):
     fee_minor: int | None = None
 
 
+class FileComplete(NamedTuple):
+    """One settlement_file_complete record of pos.settlements (contract v1.1): the acquirer says
+    its settlement file for this merchant and settle date is complete, with its control totals.
+
+    `settle_day` is the local business date the file settles, as `date.toordinal()` (the wire
+    carries it as YYYY-MM-DD); `credit_count` and `total_minor` are what the file holds.
+    """
+
+    marker_id: str
+    merchant_id: str
+    acquirer: str
+    settle_day: int
+    credit_count: int
+    total_minor: int
+    currency: str
+    event_time_ms: int
+
+
 class FindingKind(StrEnum):
     LATE = "late"
     MISSING = "missing"
@@ -74,6 +94,7 @@ class FindingKind(StrEnum):
     UNDERPAID = "underpaid"
     OVERPAID = "overpaid"
     ORPHAN = "orphan"
+    FILE_INCOMPLETE = "file_incomplete"  # v1.1: the credits seen disagree with a file's totals
 
 
 class Status(StrEnum):
@@ -118,3 +139,7 @@ class Finding:
     detected_at_ms: int
     probable_cause: str | None = None
     evidence: dict | None = field(default=None, compare=False, repr=False)
+    # v1.1, file_incomplete only (None otherwise, and then absent on the wire): the number of
+    # credits the settlement file lists, and the number seen for its merchant, acquirer and date
+    expected_count: int | None = None
+    received_count: int | None = None

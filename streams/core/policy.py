@@ -66,7 +66,22 @@ _DEFAULT_TIME = {
     "missing_horizon": "90d",
     "redelivery_window": "35d",
 }
-_TOP_KEYS = ("timezone", "holidays", "workdays", "tolerance", "fees", "cycles", "time")
+_TOP_KEYS = ("timezone", "holidays", "workdays", "tolerance", "fees", "cycles", "time", "aging",
+             "early_warning", "settlement_files")
+# [early_warning]: durations as text, the rest plain integers (streams/core/earlywarning.py)
+_DEFAULT_EARLY_WARNING: dict[str, Any] = {
+    "enabled": True,
+    "window": "28d",
+    "step": "15m",
+    "lookback": "2d",
+    "min_history": 5,
+    "min_due_sales": 20,
+    "min_expected_pct": 50,
+    "band_pct": 10,
+    "min_lag": "90m",
+    "min_shortfall_pct": 10,
+}
+_FILE_KEYS = ("acquirer", "expected")
 _CYCLE_KEYS = ("acquirer", "merchant_id", "mode", "due", "cutoff", "grace", "timezone")
 _FEE_KEYS = ("bps", "cap_minor")
 _TOLERANCE_KEYS = ("absolute_minor", "relative_bps")
@@ -125,6 +140,23 @@ _NO_FEE = FeeRule(0)
 
 
 @dataclass(frozen=True, slots=True)
+class EarlyWarningConfig:
+    """`[early_warning]`: how each acquirer's settlement baseline is learned and when today's
+    credits running behind it raise an early warning (streams/core/earlywarning.py)."""
+
+    enabled: bool = True
+    window_ms: int = 28 * MS_PER_DAY  # settle days older than this leave the baseline
+    step_ms: int = 15 * MS_PER_MINUTE  # the paid share is sampled every step
+    lookback_ms: int = 2 * MS_PER_DAY  # ...from this long before each deadline
+    min_history: int = 5  # settle days learned (this run) before an acquirer may warn
+    min_due_sales: int = 20  # fewer sales due by a deadline never warn
+    min_expected_pct: int = 50  # the usual share paid by now must be at least this
+    band_pct: int = 10  # the lower band: this percentile of the learned days
+    min_lag_ms: int = 5_400_000  # warn when this far behind the lower band
+    min_shortfall_pct: int = 10  # ...and at least this many points of share below the usual
+
+
+@dataclass(frozen=True, slots=True)
 class Cycle:
     """One `[[cycles]]` entry, resolved. `index` is its 0-based position in the file."""
 
@@ -139,6 +171,56 @@ class Cycle:
     cutoff_minute: int | None  # None: the trade date is the plain local date
     grace_ms: int
     timezone: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgingTier:
+    """One `[[aging.tiers]]` entry: a finding is in this tier when its amount at stake reaches
+    `min_amount` (in the currency's major unit, or `min_amount_minor[currency]`) or its age
+    reaches `min_age_days` business days; the first tier reached wins. The last tier has
+    neither (it takes the rest). `due` is how long the ops team has to act once a finding
+    enters the tier: a duration (`due_ms`) or `due_business_days` business days."""
+
+    name: str
+    min_amount: tuple[int, int] | None  # (digits, digits after the point): "100000.00" -> (10000000, 2)
+    min_amount_minor: dict[str, int]  # per currency, overrides min_amount
+    min_age_days: int | None
+    due_ms: int
+    due_business_days: int
+    due_text: str
+
+    def threshold_minor(self, currency: str, digits: int) -> int | None:
+        """`min_amount` in minor units of a currency with `digits` minor-unit digits (rounded
+        up: a threshold of 0.5 yen is reached at 1 yen), or None when amount never decides."""
+        if currency in self.min_amount_minor:
+            return self.min_amount_minor[currency]
+        if self.min_amount is None:
+            return None
+        value, scale = self.min_amount
+        if digits >= scale:
+            return value * 10 ** (digits - scale)
+        return -(-value // 10 ** (scale - digits))
+
+
+@dataclass(frozen=True, slots=True)
+class AgingRules:
+    """`[aging]`: the tiers, most severe first, and how long a finding without a resolution
+    event (every aged kind but missing) stays in the aging view."""
+
+    tiers: tuple[AgingTier, ...]
+    horizon_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileRule:
+    """One `[[settlement_files]]` entry: by when an acquirer's settlement file for a settle date
+    D is expected (contract v1.1 completeness markers). `expected = "T+N HH:MM"` is HH:MM local
+    (policy time zone) on the N-th business day after D; "T+0 HH:MM" is D itself."""
+
+    index: int
+    acquirer: str  # a glob; the first entry that matches an acquirer wins
+    due_days: int
+    due_minute: int
 
 
 class _Zone:
@@ -202,6 +284,11 @@ class Policy:
     missing_horizon_ms: int = 90 * 86_400_000
     # ids that recognise a redelivered event are kept this long after the event's own time
     redelivery_window_ms: int = 35 * 86_400_000
+    # SLA tiers of open findings by amount at stake and age in business days (streams.core.aging)
+    aging: AgingRules = field(default_factory=lambda: DEFAULT_AGING)
+    early_warning: EarlyWarningConfig = EarlyWarningConfig()
+    # [[settlement_files]]: acquirers that send completeness markers, and by when (v1.1)
+    settlement_files: tuple[FileRule, ...] = ()
     # caches (not part of equality or repr)
     _zone: _Zone = field(init=False, repr=False, compare=False)
     _cycle_zones: tuple[_Zone, ...] = field(init=False, repr=False, compare=False)
@@ -220,6 +307,7 @@ class Policy:
     _fee_terms: dict[str, tuple[int, int | None]] = field(init=False, repr=False, compare=False)
     _default_terms: tuple[int, int | None] = field(init=False, repr=False, compare=False)
     _all_bps: frozenset[int] = field(init=False, repr=False, compare=False)
+    _file_rules: dict[str, FileRule | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         init = object.__setattr__
@@ -250,6 +338,7 @@ class Policy:
         init(self, "_fee_terms", {ch: (r.bps, r.cap_minor) for ch, r in self.fees.items()})
         init(self, "_default_terms", (default_fee.bps, default_fee.cap_minor))
         init(self, "_all_bps", frozenset(rule.bps for rule in self.fees.values()))
+        init(self, "_file_rules", {})
 
     # ---- cycles -------------------------------------------------------------------------
 
@@ -284,6 +373,30 @@ class Policy:
         entry = candidates[0] if len(candidates) == 1 else tuple(candidates)
         self._by_acquirer[acquirer] = entry
         return entry
+
+    # ---- settlement files (completeness markers, contract v1.1) -------------------------
+
+    def file_rule(self, acquirer: str) -> FileRule | None:
+        """The first `[[settlement_files]]` entry matching the acquirer, or None: its files are
+        not expected by any time (markers from it still close items and check totals)."""
+        rules = self._file_rules
+        if acquirer in rules:
+            return rules[acquirer]
+        rule = next((r for r in self.settlement_files
+                     if fnmatch.fnmatchcase(acquirer, r.acquirer)), None)
+        if len(rules) >= _MAX_CACHED_PAIRS:
+            rules.clear()
+        rules[acquirer] = rule
+        return rule
+
+    def file_expected_ms(self, acquirer: str, settle_day: int) -> int | None:
+        """When the acquirer's settlement file for `settle_day` (an ordinal) is expected by, or
+        None when the acquirer has no `[[settlement_files]]` entry."""
+        rule = self.file_rule(acquirer)
+        if rule is None:
+            return None
+        day = self.next_business_day(settle_day, rule.due_days) if rule.due_days else settle_day
+        return self._zone.to_utc_ms(day, rule.due_minute)
 
     # ---- calendar -----------------------------------------------------------------------
 
@@ -321,6 +434,11 @@ class Policy:
         first = self.local_day(start_ms + 1, cycle)
         last = self.local_day(end_ms - 1, cycle)
         return any(not self.is_business_day(d) for d in range(first, last + 1))
+
+    def local_time_ms(self, ordinal: int, minute: int = 0) -> int:
+        """Local wall time `minute` after midnight of date `ordinal`, in the policy's zone, as
+        epoch ms (the later reading in a DST gap or overlap)."""
+        return self._zone.to_utc_ms(ordinal, minute)
 
     # ---- trade dates and deadlines (the hot path) ---------------------------------------
 
@@ -470,6 +588,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
     fees = _fees(doc.get("fees", {}), "fees")
     cycles = _cycles(doc.get("cycles"), "cycles", tz_name)
     times = _time(doc.get("time", {}), "time")
+    files = _settlement_files(doc.get("settlement_files", []), "settlement_files")
     return Policy(
         timezone=tz_name,
         holidays=frozenset(holidays),
@@ -483,6 +602,9 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         keep_settled_ms=times["keep_settled"],
         missing_horizon_ms=times["missing_horizon"],
         redelivery_window_ms=times["redelivery_window"],
+        aging=_aging(doc["aging"], "aging") if "aging" in doc else DEFAULT_AGING,
+        early_warning=_early_warning(doc.get("early_warning", {}), "early_warning"),
+        settlement_files=files,
     )
 
 
@@ -641,6 +763,31 @@ def _time(value: Any, key: str) -> dict[str, int]:
     }
 
 
+def _early_warning(value: Any, key: str) -> EarlyWarningConfig:
+    t = _table(value, key, tuple(_DEFAULT_EARLY_WARNING))
+    d = {**_DEFAULT_EARLY_WARNING, **t}
+    if not isinstance(d["enabled"], bool):
+        raise PolicyError(_join(key, "enabled"), f"expected true or false, got {_shown(d['enabled'])}")
+    step = parse_duration_ms(d["step"], _join(key, "step"))
+    lookback = parse_duration_ms(d["lookback"], _join(key, "lookback"))
+    if step <= 0:
+        raise PolicyError(_join(key, "step"), "must be longer than 0")
+    if lookback < step or lookback > 31 * MS_PER_DAY:
+        raise PolicyError(_join(key, "lookback"), "must be at least one step and at most 31d")
+    return EarlyWarningConfig(
+        enabled=d["enabled"],
+        window_ms=parse_duration_ms(d["window"], _join(key, "window")),
+        step_ms=step,
+        lookback_ms=lookback,
+        min_history=_int(d["min_history"], _join(key, "min_history"), 1),
+        min_due_sales=_int(d["min_due_sales"], _join(key, "min_due_sales"), 1),
+        min_expected_pct=_int(d["min_expected_pct"], _join(key, "min_expected_pct"), 1, 100),
+        band_pct=_int(d["band_pct"], _join(key, "band_pct"), 0, 50),
+        min_lag_ms=parse_duration_ms(d["min_lag"], _join(key, "min_lag")),
+        min_shortfall_pct=_int(d["min_shortfall_pct"], _join(key, "min_shortfall_pct"), 0, 100),
+    )
+
+
 def _cycles(value: Any, key: str, default_tz: str) -> tuple[Cycle, ...]:
     if not isinstance(value, list) or not value:
         raise PolicyError(
@@ -750,3 +897,140 @@ def _cycle(value: Any, key: str, index: int, default_tz: str) -> Cycle:
         grace_ms=grace_ms,
         timezone=tz_name,
     )
+
+
+# ---- [aging]: SLA tiers of open findings (used by streams.core.aging) ----------------------
+
+_AGING_KEYS = ("horizon", "tiers")
+_AGING_TIER_KEYS = ("name", "min_amount", "min_amount_minor", "min_age_days", "due")
+_DEFAULT_AGING_HORIZON = "14d"
+_AMOUNT_RE = re.compile(r"(\d{1,15})(?:\.(\d{1,4}))?")
+_DUE_BUSINESS_DAYS_RE = re.compile(r"(\d{1,3}) business days?")
+_TIER_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def _aging(value: Any, key: str) -> AgingRules:
+    a = _table(value, key, _AGING_KEYS)
+    horizon_ms = parse_duration_ms(a.get("horizon", _DEFAULT_AGING_HORIZON), _join(key, "horizon"))
+    if horizon_ms <= 0:
+        raise PolicyError(_join(key, "horizon"), "must be longer than 0")
+    raw = a.get("tiers")
+    tiers_key = _join(key, "tiers")
+    if raw is None:
+        return AgingRules(DEFAULT_AGING.tiers, horizon_ms)
+    if not isinstance(raw, list) or not raw:
+        raise PolicyError(tiers_key, "expected one or more [[aging.tiers]] entries")
+    tiers = tuple(_aging_tier(t, f"{tiers_key}[{i}]") for i, t in enumerate(raw))
+    names = [t.name for t in tiers]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise PolicyError(f"{tiers_key}[{i}].name", f"{name!r} is used by an earlier tier")
+    for i, t in enumerate(tiers[:-1]):
+        if t.min_amount is None and not t.min_amount_minor and t.min_age_days is None:
+            raise PolicyError(f"{tiers_key}[{i}]", "a tier with neither min_amount nor "
+                              "min_age_days takes every finding: only the last tier may")
+    last = tiers[-1]
+    if last.min_amount is not None or last.min_amount_minor or last.min_age_days is not None:
+        raise PolicyError(f"{tiers_key}[{len(tiers) - 1}]", "the last tier takes every finding "
+                          "the others do not: leave out min_amount, min_amount_minor and "
+                          "min_age_days")
+    return AgingRules(tiers, horizon_ms)
+
+
+def _aging_tier(value: Any, key: str) -> AgingTier:
+    t = _table(value, key, _AGING_TIER_KEYS)
+    for required in ("name", "due"):
+        if required not in t:
+            raise PolicyError(_join(key, required), "required")
+    name = t["name"]
+    if not isinstance(name, str) or not _TIER_NAME_RE.fullmatch(name):
+        raise PolicyError(_join(key, "name"), "expected a lower-case word such as 'critical' "
+                          f"(a metric label value), got {_shown(name)}")
+    min_amount = None
+    if "min_amount" in t:
+        amount = t["min_amount"]
+        akey = _join(key, "min_amount")
+        if isinstance(amount, bool) or isinstance(amount, float):
+            raise PolicyError(akey, f"write the amount as a string such as \"100000.00\" "
+                              f"(exact decimal, never a float), got {amount!r}")
+        if isinstance(amount, int):
+            amount = str(amount)
+        m = _AMOUNT_RE.fullmatch(amount.replace(",", "")) if isinstance(amount, str) else None
+        if m is None:
+            raise PolicyError(akey, "expected an amount in major units such as \"100000.00\", "
+                              f"got {_shown(amount)}")
+        frac = m[2] or ""
+        min_amount = (int(m[1] + frac), len(frac))
+    by_currency: dict[str, int] = {}
+    if "min_amount_minor" in t:
+        ckey = _join(key, "min_amount_minor")
+        table = t["min_amount_minor"]
+        if not isinstance(table, dict):
+            raise PolicyError(ckey, f"expected a table of currency = minor units, got {_shown(table)}")
+        from .currencies import CURRENCY_CODES
+        for code, v in table.items():
+            if code not in CURRENCY_CODES:
+                raise PolicyError(_join(ckey, code), "not an ISO 4217 currency code")
+            by_currency[code] = _int(v, _join(ckey, code), 0)
+    min_age = _int(t["min_age_days"], _join(key, "min_age_days"), 0, 3650) \
+        if "min_age_days" in t else None
+    due = t["due"]
+    dkey = _join(key, "due")
+    due_ms = due_days = 0
+    if isinstance(due, str) and (m := _DUE_BUSINESS_DAYS_RE.fullmatch(due.strip())):
+        due_days = int(m[1])
+        if due_days == 0:
+            raise PolicyError(dkey, "0 business days: write a duration such as '4h' instead")
+    elif isinstance(due, str) and _DURATION_RE.fullmatch(due.strip()):
+        due_ms = parse_duration_ms(due, dkey)
+    else:
+        raise PolicyError(dkey, "expected a duration such as '4h' or 'N business days' "
+                          f"('1 business day'), got {_shown(due)}")
+    return AgingTier(name=name, min_amount=min_amount, min_amount_minor=by_currency,
+                     min_age_days=min_age, due_ms=due_ms, due_business_days=due_days,
+                     due_text=due.strip())
+
+
+def _default_tier(name: str, amount: str | None, age: int | None, due: str) -> AgingTier:
+    doc: dict[str, Any] = {"name": name, "due": due}
+    if amount is not None:
+        doc["min_amount"] = amount
+    if age is not None:
+        doc["min_age_days"] = age
+    return _aging_tier(doc, "aging")
+
+
+# The tiers when the file has no [aging] (the shipped settlewatch.toml spells the same out).
+DEFAULT_AGING = AgingRules(
+    tiers=(
+        _default_tier("critical", "100000.00", 5, "4h"),
+        _default_tier("high", "10000.00", 3, "1 business day"),
+        _default_tier("medium", "1000.00", 1, "2 business days"),
+        _default_tier("low", None, None, "5 business days"),
+    ),
+    horizon_ms=14 * MS_PER_DAY,
+)
+
+
+def _settlement_files(value: Any, key: str) -> tuple[FileRule, ...]:
+    """`[[settlement_files]]`: acquirer (glob) and expected ("T+N HH:MM" after the settle date)."""
+    if not isinstance(value, list):
+        raise PolicyError(key, f"expected [[settlement_files]] tables, got {_shown(value)}")
+    rules = []
+    for i, item in enumerate(value):
+        k = f"{key}[{i}]"
+        t = _table(item, k, _FILE_KEYS)
+        for required in _FILE_KEYS:
+            if required not in t:
+                raise PolicyError(_join(k, required), "required")
+        acquirer = _glob(t["acquirer"], _join(k, "acquirer"))
+        expected = t["expected"]
+        m = _DUE_BUSINESS_RE.fullmatch(expected.strip()) if isinstance(expected, str) else None
+        if m is None:
+            raise PolicyError(
+                _join(k, "expected"),
+                f"expected 'T+N HH:MM' (HH:MM local on the N-th business day after the settle "
+                f"date; T+0 is the settle date), got {_shown(expected)}")
+        minute = _clock_minute(f"{m[2]}:{m[3]}", _join(k, "expected"))
+        rules.append(FileRule(index=i, acquirer=acquirer, due_days=int(m[1]), due_minute=minute))
+    return tuple(rules)

@@ -70,6 +70,9 @@ tag     rest                    value
 ``d``   event_id                one deduction (a refund or reversal netted into a later credit)
 ``b``   sequence number         one event buffered until the clock reaches it
 ``r``   day ``\x1f`` chunk      up to 1,000 ids kept for redelivery, of events of that UTC day
+``g``   anomaly_id              one open finding in the aging view (``aging=True``; see
+                                streams.core.aging): written when it opens, deleted when it
+                                resolves or passes its horizon
 ======  ======================  =================================================================
 
 No value grows with a merchant's size: a batch's sales, the deductions and the buffered events
@@ -113,18 +116,21 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, cast
 
 from . import causes
+from .aging import AgingBook
 from .events import (
     AUTHORISATION,
     DECLINED,
     REFUND,
     REVERSAL,
     Credit,
+    FileComplete,
     Finding,
     FindingKind,
     PosEvent,
     Status,
     anomaly_id,
 )
+from .markers import MarkerBook
 from .policy import Cycle, Policy
 
 NEVER = -(1 << 62)  # the clock before both inputs have been seen
@@ -158,8 +164,10 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 # Order of release at equal event time.
 _RANK = {AUTHORISATION: 0, REVERSAL: 1, REFUND: 2}
 _CREDIT_RANK = 3
+_MARKER_RANK = 4  # a settlement_file_complete marker (v1.1): after the credits of its time
 # Timer kinds, in the order they fire at equal time.
 _CLOSE, _ORPHAN, _EXPIRE, _FORGET = 0, 1, 2, 3
+_FILES = 4  # a day's settlement-file records pass their retention (streams.core.markers)
 DAY_MS = 86_400_000
 _CHUNK = 1000  # redelivery ids per state value
 MISSING_HORIZON_PASSED = "missing_horizon_passed"
@@ -180,6 +188,15 @@ class Observer(Protocol):
     def on_redelivery(self, source: str) -> None: ...
     # optional: called when an item with an open missing finding passes missing_horizon
     # def on_missing_expired(self, acquirer: str, currency: str, amount_minor: int) -> None
+    # optional, for the early warning (streams/core/earlywarning.py): an approved sale becomes
+    # due by its item's deadline (sales=-1 withdraws it from a deadline a batch moved off;
+    # paid: its item already has a credit), and each approved sale of an open item whose first
+    # credit arrives before the close
+    # (trade_day: the item's trade date ordinal)
+    # def on_sale_due(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
+    #                 amount_minor: int, sales: int, paid: bool, trade_day: int) -> None
+    # def on_sale_paid(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
+    #                  amount_minor: int, credit_ms: int, trade_day: int) -> None
 
 
 class Stats:
@@ -464,7 +481,8 @@ class Reconciler:
     """
 
     def __init__(self, policy: Policy, observer: Observer | None = None, *,
-                 track_changes: bool = False, evidence: bool = True) -> None:
+                 track_changes: bool = False, aging: bool = False,
+                 evidence: bool = True) -> None:
         self.policy = policy
         # evidence=False (the live worker: its records carry no evidence): findings have
         # evidence None and sales keep only what decides findings (Sale, not EvidenceSale)
@@ -506,6 +524,13 @@ class Reconciler:
         self._late_touched: set[Item] = set()
         self._contrib: dict[Item, tuple[tuple[str, str, int], int, bool]] = {}
         self._summary: dict[tuple[str, str, int], list[int]] = {}
+        # Open findings aged by SLA tier (streams.core.aging), when asked for: None otherwise
+        self.aging: AgingBook | None = AgingBook(policy, self._aging_changed) if aging else None
+        # The observer's optional early-warning hooks (None: replay and tests pay nothing).
+        self._due_hook = getattr(observer, "on_sale_due", None)
+        self._paid_hook = getattr(observer, "on_sale_paid", None)
+        # completeness markers (contract v1.1): file records, open items by due date
+        self._marks = MarkerBook(self)
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -537,7 +562,7 @@ class Reconciler:
             self.stats.late_data += 1
             if self.observer is not None:
                 self.observer.on_late_data(
-                    SETTLEMENTS if isinstance(event, Credit) else AUTHORISATIONS)
+                    AUTHORISATIONS if type(event) is PosEvent else SETTLEMENTS)
             self._release(event, m)
             self._run()
             return
@@ -550,6 +575,13 @@ class Reconciler:
             changes[key] = event
         if type(event) is Credit:
             heapq.heappush(self._buffer, (t, _CREDIT_RANK, event.credit_id, seq, mid))
+            if t > self.max_credit_ms:
+                self.max_credit_ms = t
+                if t - self._lateness > self.clock_ms:
+                    self._move_clock()
+        elif type(event) is FileComplete:
+            # a marker travels on the settlements topic: it steers that watermark like a credit
+            heapq.heappush(self._buffer, (t, _MARKER_RANK, event.marker_id, seq, mid))
             if t > self.max_credit_ms:
                 self.max_credit_ms = t
                 if t - self._lateness > self.clock_ms:
@@ -588,6 +620,8 @@ class Reconciler:
         if clock > self.clock_ms:
             self.clock_ms = clock
             self._run()
+            if self.aging is not None and self.aging.next_expiry_ms < clock:
+                self.aging.expire(clock)
 
     def _run(self) -> None:
         """Release buffered events and fire timers, in time order, up to the clock."""
@@ -618,6 +652,8 @@ class Reconciler:
                     self._on_sale(cast(PosEvent, event), m)
                 elif rank == _CREDIT_RANK:
                     self._on_credit(cast(Credit, event), m)
+                elif rank == _MARKER_RANK:
+                    self._on_marker(cast(FileComplete, event), m)
                 else:
                     self._on_adjustment(cast(PosEvent, event), m)
             else:
@@ -668,6 +704,9 @@ class Reconciler:
         if kind == _CLOSE and not mid:
             self._fire_closes(at_ms)
             return
+        if kind == _FILES:
+            self._marks.forget(int(key))
+            return
         m = self.merchants.get(mid)
         if m is None:
             return
@@ -683,6 +722,9 @@ class Reconciler:
                 self._orphan_due(rec, m)
         else:
             self._expire(key, at_ms, m)
+
+    def _files_timer(self, at_ms: int, day: int) -> None:
+        self._timer(at_ms, _FILES, "", str(day))
 
     # -- changes for the live worker -------------------------------------------------------------
 
@@ -708,6 +750,14 @@ class Reconciler:
         if changes is not None:
             changes[(m.merchant_id, "c", rec.credit.credit_id)] = rec
 
+    def _aging_changed(self, mid: str, anomaly_id: str, entry: Any) -> None:
+        """An open finding entered (entry) or left (None) the aging view: state key ``g``."""
+        key = (mid, "g", anomaly_id)
+        if entry is None:
+            self._changed(key, None)
+        else:
+            self._created(key, AgingBook.to_plain(entry))
+
     def _every_key(self) -> dict[tuple, Any]:
         """Every live state key, as take_changes would mark them (once, when tracking starts)."""
         out: dict[tuple, Any] = {}
@@ -726,6 +776,10 @@ class Reconciler:
         for (mid, day), chunks in self._seen_chunks.items():
             for n, chunk in enumerate(chunks):
                 out[(mid, "r", f"{day}\x1f{n}")] = chunk
+        if self.aging is not None:
+            for aid, entry in self.aging.entries.items():
+                out[(entry.merchant_id, "g", aid)] = AgingBook.to_plain(entry)
+        out.update(self._marks.every_key())
         return out
 
     def take_changes(self) -> dict[str, object | None]:
@@ -758,6 +812,8 @@ class Reconciler:
                 value = list(obj)
             elif tag == "b":
                 value = _event_to_plain(obj)
+            elif tag == "t":
+                value = obj.to_plain()
             else:  # "r"
                 value = list(obj)
             out[f"{mid}\x1f{tag}\x1f{rest}"] = value
@@ -767,7 +823,7 @@ class Reconciler:
         """Rebuild state from the latest value of every live key of :meth:`take_changes`, in
         any order, on a fresh reconciler; re-arms timers and the buffer. Then call
         :meth:`restore_clock` and :meth:`drain`."""
-        tags: dict[str, list[tuple[str, str, Any]]] = {t: [] for t in "iscdbr"}
+        tags: dict[str, list[tuple[str, str, Any]]] = {t: [] for t in "iscdbrgt"}
         for key, value in entries:
             if value is None:
                 continue
@@ -808,8 +864,13 @@ class Reconciler:
             for tagged in chunk:
                 seen[tagged] = day
             self._seen_day(mid, day)
+        for mid, _, v in sorted(tags["t"], key=lambda x: (x[0], x[1])):
+            self._marks.restore(mid, cast(list, v))
         for m in merchants.values():
             self._rearm(m)
+        if self.aging is not None:
+            for mid, aid, v in tags["g"]:
+                self.aging.restore(mid, aid, cast(list, v))
         self._changes = {}  # restoring is not a change; what follows is tracked
         self._born.clear()
 
@@ -828,6 +889,9 @@ class Reconciler:
         if isinstance(e, Credit):
             heapq.heappush(self._buffer, (e.event_time_ms, _CREDIT_RANK, e.credit_id, seq,
                                           m.merchant_id))
+        elif isinstance(e, FileComplete):
+            heapq.heappush(self._buffer, (e.event_time_ms, _MARKER_RANK, e.marker_id, seq,
+                                          m.merchant_id))
         else:
             heapq.heappush(self._buffer, (e.event_time_ms, _RANK.get(e.type, 0), e.event_id,
                                           seq, m.merchant_id))
@@ -843,6 +907,7 @@ class Reconciler:
             if item.state == OPEN:
                 self._open += 1
                 self._close_timer(item, item.close_ms)
+                self._marks.track(mid, item)
             if item.expire_ms != FOREVER:
                 self._timer(item.expire_ms, _EXPIRE, mid, item.key)
         for rec in m.credits.values():
@@ -911,13 +976,20 @@ class Reconciler:
             return []  # never hand out the internal list
         self._out = []
         self.stats.findings += len(out)
+        aging = self.aging
+        if aging is not None:
+            aging.note(out)
+            if aging.next_expiry_ms < self.clock_ms:  # a finding of late data, already past
+                aging.expire(self.clock_ms)
         return out
 
     # -- applying events -------------------------------------------------------------------------
 
-    def _release(self, event: PosEvent | Credit, m: Merchant) -> None:
+    def _release(self, event: PosEvent | Credit | FileComplete, m: Merchant) -> None:
         if isinstance(event, Credit):
             self._on_credit(event, m)
+        elif isinstance(event, FileComplete):
+            self._on_marker(event, m)
         elif event.type == AUTHORISATION:
             self._on_sale(event, m)
         else:
@@ -968,9 +1040,18 @@ class Reconciler:
                 # A batch is due by its latest sale's trade date: the close can only move later.
                 if item.trade_day:
                     self._cancel_close(item)
+                    if self._due_hook is not None:
+                        self._due_moved(item, sale, -1)
+                    self._marks.untrack(mid, item)
                 item.trade_day = trade_day
                 self._close_timer(item, policy.batch_deadline_ms(trade_day, cycle)
                                   + cycle.grace_ms)
+                self._marks.track(mid, item)
+                if len(item.sales) > 1 and self._due_hook is not None:
+                    self._due_moved(item, sale, 1)
+            if self._due_hook is not None and item.state == OPEN and sale.approved:
+                self._due_hook(e.acquirer, e.channel, e.currency, item.deadline_ms,
+                               e.amount_minor, 1, bool(item.credits), item.trade_day)
         else:
             key = auth_id
             item = m.items[key] = self._new_sale_item(e, cycle)
@@ -980,6 +1061,10 @@ class Reconciler:
             if self.observer is not None:
                 self.observer.on_item_opened(e.acquirer, e.currency, e.channel)
             self._close_timer(item, policy.deadline_ms(e.event_time_ms, cycle) + cycle.grace_ms)
+            if self._due_hook is not None and item.approved:
+                self._due_hook(e.acquirer, e.channel, e.currency, item.deadline_ms,
+                               e.amount_minor, 1, False, policy.trade_day(e.event_time_ms, cycle))
+            self._marks.track(mid, item)
         touched = self._touched
         if touched is not None:
             touched.add(item)
@@ -1079,6 +1164,7 @@ class Reconciler:
             self._redelivered(SETTLEMENTS, m)
             return
         self._seq += 1
+        self._marks.on_credit(m.merchant_id, c)  # counted for its settle date's file
         rec = CreditRec(c, c.event_time_ms + self.policy.orphan_after_ms, self._seq)
         m.credits[c.credit_id] = rec
         self._created((m.merchant_id, "c", c.credit_id), rec)
@@ -1129,6 +1215,23 @@ class Reconciler:
             self._touched.add(item)  # paid now (or judged below): no longer unsettled
         if item.state != OPEN:
             self._judge_after_close(rec, item, m)
+        elif self._paid_hook is not None and len(item.credits) == 1:
+            at = rec.credit.event_time_ms
+            trade_day = item.trade_day if item.is_batch else self.policy.trade_day(
+                item.sales[0].event_time_ms, item.cycle)
+            for s in item.sales:
+                if s.approved:
+                    self._paid_hook(item.acquirer, s.channel, item.currency, item.deadline_ms,
+                                    s.amount_minor, at, trade_day)
+
+    def _due_moved(self, item: Item, new: Sale, sales: int) -> None:
+        """Tell the early-warning hook that a batch's earlier sales moved to its new deadline
+        (sales=-1 off the old one, before the move; +1 onto the new one, after it)."""
+        hook = self._due_hook
+        for s in item.sales:
+            if s is not new and s.approved:
+                hook(item.acquirer, s.channel, item.currency, item.deadline_ms, s.amount_minor,
+                     sales, bool(item.credits), item.trade_day)
 
     def _match_amount(self, c: Credit, m: Merchant) -> Item | None:
         """An unreferenced credit pays the unpaid item whose expected net it matches."""
@@ -1146,9 +1249,14 @@ class Reconciler:
 
     # -- closing and judging ---------------------------------------------------------------------
 
-    def _close(self, item: Item, m: Merchant) -> None:
+    def _close(self, item: Item, m: Merchant, *, at_ms: int | None = None,
+               cause: str | None = None, cause_detail: dict[str, Any] | None = None) -> None:
+        """Close an open item at deadline + grace; or, with ``at_ms``, early (a completeness
+        marker, streams.core.markers): a missing is then raised at ``at_ms`` with ``cause``,
+        while ``close_ms`` stays deadline + grace for judging a later credit late or not."""
         expected = self._expected(item)
         self._open -= 1
+        self._marks.untrack(m.merchant_id, item)
         self._item_changed(m, item)
         if self._touched is not None:
             self._touched.add(item)
@@ -1180,7 +1288,8 @@ class Reconciler:
                                          channel=_channel(item))
         if trigger == CLOSE_UNPAID:
             self._emit(FindingKind.MISSING, Status.OPEN, item, (), expected, 0,
-                       event_time_ms=item.close_ms)
+                       event_time_ms=item.close_ms if at_ms is None else at_ms, cause=cause,
+                       cause_detail=cause_detail)
             return
         if trigger == CLOSE_NOTHING_DUE:
             return
@@ -1624,6 +1733,13 @@ class Reconciler:
         first = min(s.event_time_ms for s in item.sales)
         return ((item.acquirer, item.currency, first // 60_000), self._expected(item), missing)
 
+    def aging_summary(self) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """Open findings by (acquirer, currency, SLA tier) -> (count, amount at stake), aged to
+        the clock (streams.core.aging; empty unless built with ``aging=True``)."""
+        if self.aging is None or self.clock_ms == NEVER:
+            return {}
+        return self.aging.summary(self.clock_ms)
+
     def open_item_count(self) -> int:
         """Items in state open (a counter, not a scan)."""
         return self._open
@@ -1684,6 +1800,18 @@ class Reconciler:
             self._seq += 1
             self._restore_buffered(m, _event_from_plain(plain), self._seq)
         self._rearm(m)
+
+    # -- completeness markers (contract v1.1; the rules are in streams.core.markers) ------------
+
+    def _on_marker(self, mk: FileComplete, m: Merchant) -> None:
+        self._marks.on_marker(mk, m)
+        if m.is_empty() and not m.waiting_refs and not m.amount_only:
+            self.merchants.pop(m.merchant_id, None)
+
+    def files_overdue(self) -> dict[tuple[str, int], int]:
+        """(acquirer, settle date ordinal) -> merchants whose settlement file was expected by
+        the current clock and has not come (acquirers with [[settlement_files]] only)."""
+        return self._marks.overdue(self.clock_ms)
 
     def drain(self) -> list[Finding]:
         """Run everything the current clock allows (after restores)."""
@@ -1833,14 +1961,18 @@ _POS_FIELDS = PosEvent._fields
 _CREDIT_FIELDS = Credit._fields
 
 
-def _event_to_plain(e: PosEvent | Credit) -> list[Any]:
+def _event_to_plain(e: PosEvent | Credit | FileComplete) -> list[Any]:
+    if type(e) is FileComplete:
+        return ["k", *e]
     if type(e) is Credit:
         return ["c"] + [list(v) if f == "auth_ids" else v
                         for f, v in ((f, getattr(e, f)) for f in _CREDIT_FIELDS)]
     return ["p"] + [getattr(e, f) for f in _POS_FIELDS]
 
 
-def _event_from_plain(p: list[Any]) -> PosEvent | Credit:
+def _event_from_plain(p: list[Any]) -> PosEvent | Credit | FileComplete:
+    if p[0] == "k":
+        return FileComplete(*p[1:])
     if p[0] == "c":
         values = dict(zip(_CREDIT_FIELDS, p[1:]))
         values["auth_ids"] = tuple(values["auth_ids"])

@@ -136,6 +136,8 @@ class Runtime:
             topics={"authorisations": t.authorisations, "settlements": t.settlements},
             reconcilers=lambda: [lp.reconciler for lp in list(self.parts.values())],
             worker=f"{self.cfg.app_id}@{os.uname().nodename}:{os.getpid()}")
+        if self.policy.early_warning.enabled:
+            self.metrics.enable_early_warning(self.policy)
         self.observer = self.metrics.observer()
         self.metrics.health.readiness = partial(worker_readiness, self)  # /readyz
 
@@ -348,6 +350,7 @@ class Runtime:
                 await self._send_finding(lp, mid, key, record)
             if fl.findings:
                 self.metrics.findings_published(fl.findings)
+        self.metrics.step_early_warning()
         self.stage = "idle"
         self.batches += 1
         if inputs:

@@ -40,6 +40,25 @@ The series (type, labels):
   settlewatch_event_clock_lag_seconds           gauge    -            wall clock - reconciler clock (worst partition)
   settlewatch_reconcilers                       gauge    -            live reconcilers (assigned partitions)
   settlewatch_currency_minor_unit_digits        gauge    currency     ISO 4217 exponent of each currency seen
+  -- open findings aged by SLA tier, from the core's counters at scrape time (AgingCollector):
+  settlewatch_open_findings                     gauge    acquirer,tier            open findings (streams.core.aging)
+  settlewatch_open_findings_amount_minor        gauge    acquirer,currency,tier   their amount at stake
+  settlewatch_aging_tier_info                   gauge    tier,rank,due            1 per configured tier (rank 0 most severe)
+
+  -- the early warning, read at scrape time (EarlyWarningCollector, streams/core/earlywarning.py),
+  for the next deadline of each acquirer and channel still ahead:
+  settlewatch_early_warning                     gauge    acquirer,channel   1 while it runs behind its baseline
+  settlewatch_early_warning_info                gauge    acquirer,channel,text  1 while warning; text: the sentence
+  settlewatch_early_warning_paid_ratio          gauge    acquirer,channel,band  band: today | usual | slow (lower band)
+  settlewatch_early_warning_later_seconds       gauge    acquirer,channel   today's lag behind the usual day
+  settlewatch_early_warning_due_sales           gauge    acquirer,channel   sales due by that deadline, not paid
+  settlewatch_early_warning_due_amount_minor    gauge    acquirer,channel,currency  their amount
+  settlewatch_early_warning_deadline_timestamp_seconds  gauge  acquirer,channel   that deadline
+  settlewatch_early_warning_learned_deadlines        gauge    acquirer,channel   settle days the baseline has learned
+  -- read from the reconcilers' marker counters at scrape time (SettlementFilesCollector):
+  settlewatch_settlement_files_overdue          gauge    acquirer,settle_date   merchants whose settlement
+        file (contract v1.1 marker) was expected by now and has not come; only acquirers with a
+        [[settlement_files]] entry, only dates within redelivery_window, only values above 0
 
 Match rate is `items_closed_total{outcome="matched"} / items_closed_total`; the late-credit ratio
 is `findings_total{kind="late"} / settlement_delay_seconds_count`.
@@ -66,7 +85,10 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from streams.core import aging
 from streams.core.currencies import minor_digits
+from streams.core.earlywarning import EarlyWarning
+from streams.core.policy import Policy
 from streams.core.events import Finding, FindingKind, Status
 from streams.live.health import Health
 from streams.live.health import serve as serve_health
@@ -106,14 +128,9 @@ def currency_minor_unit_digits(currency: str) -> int:
 
 
 def amount_at_stake(finding: Finding) -> int:
-    """The money a finding puts at stake, in minor units (never negative)."""
-    kind = finding.kind
-    if kind is FindingKind.MISSING:
-        return finding.expected_minor
-    if kind in (FindingKind.UNDERPAID, FindingKind.OVERPAID):
-        return abs(finding.difference_minor)
-    # duplicate, orphan, late: the credit concerned.
-    return finding.received_minor
+    """The money a finding puts at stake, in minor units (never negative): the core's rule
+    (streams.core.aging), which the aging tiers use too."""
+    return aging.amount_at_stake(finding.kind, finding.expected_minor, finding.received_minor)
 
 
 class ReconcilerView(Protocol):
@@ -216,6 +233,10 @@ class Metrics:
             "settlewatch_worker", "The worker's version and name.", registry=r)
         self.open_items = OpenItemsCollector(self.topics, now=now, currencies=self._currencies)
         r.register(self.open_items)
+        self.aging = AgingCollector()
+        r.register(self.aging)
+        self.settlement_files = SettlementFilesCollector()
+        r.register(self.settlement_files)
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None, *,
@@ -255,6 +276,30 @@ class Metrics:
     def watch(self, reconcilers: Callable[[], Iterable[ReconcilerView]]) -> None:
         """Read open items, watermarks and the clock from `reconcilers()` at each scrape."""
         self.open_items.source = reconcilers
+        self.aging.source = reconcilers
+        if self.early_warning is not None:
+            self.early_warning.source = reconcilers
+
+    early_warning: EarlyWarningCollector | None = None
+
+    def enable_early_warning(self, policy: Policy) -> EarlyWarningCollector:
+        """Learn each acquirer's baseline from the reconcilers' hooks (the observer forwards
+        them) and export the early warning at scrape time."""
+        if self.early_warning is None:
+            self.early_warning = EarlyWarningCollector(EarlyWarning(policy),
+                                                       source=self.open_items.source)
+            self.registry.register(self.early_warning)
+        return self.early_warning
+
+    def step_early_warning(self) -> None:
+        """After each batch the worker fed (events or a tick): move the early warning to the
+        reconcilers' clock, so that its steps are sampled as event time passes, not only at
+        scrape time (a backlog read between two scrapes would look paid all at once)."""
+        ew = self.early_warning
+        if ew is not None:
+            with ew.lock:
+                ew.advance()
+        self.settlement_files.source = reconcilers
 
     def event_read(self, topic: str) -> None:
         """One record read from `topic` (before decoding: rejected records count too)."""
@@ -404,6 +449,140 @@ class ReconcilerObserver:
     def on_missing_expired(self, acquirer: str, currency: str, amount_minor: int) -> None:
         self._m.missing_expired.labels(acquirer, currency).inc()
         self._m.missing_expired_amount.labels(acquirer, currency).inc(amount_minor)
+
+    # The early warning's hooks (streams.core.reconcile calls them when it finds them).
+    def on_sale_due(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
+                    amount_minor: int, sales: int = 1, paid: bool = False,
+                    trade_day: int = 0) -> None:
+        ew = self._m.early_warning
+        if ew is not None:
+            with ew.lock:
+                ew.warning.on_sale_due(acquirer, channel, currency, deadline_ms, amount_minor,
+                                       sales, paid, trade_day)
+
+    def on_sale_paid(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
+                     amount_minor: int, credit_ms: int, trade_day: int = 0) -> None:
+        ew = self._m.early_warning
+        if ew is not None:
+            with ew.lock:
+                ew.warning.on_sale_paid(acquirer, channel, currency, deadline_ms, amount_minor,
+                                        credit_ms, trade_day)
+
+
+class EarlyWarningCollector:
+    """The early warning at scrape time: moves the module's clock to the reconcilers' (the
+    slowest partition's event-time clock), tells it when the set of reconcilers changed (a
+    partition moved: the open deadlines' counters are partial, see EarlyWarning.disrupt), and
+    exports, per acquirer and channel, the next deadline still ahead: its baseline band
+    (usual and slow paid share by now, today's), the warning and what is still due by it.
+
+    The hooks run on the event loop's thread and the scrape on the HTTP server's: both take
+    `lock`."""
+
+    def __init__(self, warning: EarlyWarning,
+                 source: Callable[[], Iterable[ReconcilerView]] | None = None) -> None:
+        self.warning = warning
+        self.source = source
+        self.lock = threading.Lock()
+        self._members: frozenset[int] | None = None
+        self._seen: set[tuple[str, str]] = set()
+
+    def describe(self):
+        return list(self._families())
+
+    @staticmethod
+    def _families():
+        return (
+            GaugeMetricFamily(
+                "settlewatch_early_warning",
+                "1 while the acquirer's credits for its next deadline run behind its own "
+                "learned baseline by at least min_lag (early warning), else 0.",
+                labels=["acquirer", "channel"]),
+            GaugeMetricFamily(
+                "settlewatch_early_warning_info",
+                "1 per early warning, its sentence in the text label (for alert mails).",
+                labels=["acquirer", "channel", "text"]),
+            GaugeMetricFamily(
+                "settlewatch_early_warning_paid_ratio",
+                "Share of the sales due by the next deadline paid by now: today, the usual "
+                "(median) learned day, and a slow usual day (the lower band).",
+                labels=["acquirer", "channel", "band"]),
+            GaugeMetricFamily(
+                "settlewatch_early_warning_later_seconds",
+                "How much later than its usual day the acquirer is paying (0: not behind).",
+                labels=["acquirer", "channel"]),
+            GaugeMetricFamily(
+                "settlewatch_early_warning_due_sales",
+                "Sales due by the next deadline and not yet credited.",
+                labels=["acquirer", "channel"]),
+            GaugeMetricFamily(
+                "settlewatch_early_warning_due_amount_minor",
+                "Their amount, minor units of the currency.",
+                labels=["acquirer", "channel", "currency"]),
+            GaugeMetricFamily(
+                "settlewatch_early_warning_deadline_timestamp_seconds",
+                "The next deadline these figures are about.", labels=["acquirer", "channel"]),
+            GaugeMetricFamily(
+                "settlewatch_early_warning_learned_deadlines",
+                "Settle days the acquirer's baseline has learned (warnings wait for "
+                "min_history of them after a worker start).", labels=["acquirer", "channel"]),
+        )
+
+    def advance(self) -> None:
+        """Under `lock`."""
+        if self.source is None:
+            return
+        recs = list(self.source())
+        members = frozenset(id(r) for r in recs)
+        if self._members is not None and members != self._members:
+            self.warning.disrupt()
+        self._members = members
+        clocks = [c for r in recs if (c := getattr(r, "clock_ms", None)) is not None and c > 0]
+        if clocks:
+            self.warning.advance_to(min(clocks))
+
+    def collect(self):
+        flag, info, ratio, later, due_n, due_amt, deadline, history = self._families()
+        with self.lock:
+            self.advance()
+            ew = self.warning
+            bands = ew.bands()
+            active = {(w.acquirer, w.channel): w for w in reversed(ew.active())}
+            known = ew.known()
+            self._seen |= {(b.acquirer, b.channel) for b in bands} | set(known)
+            nxt: dict[tuple[str, str], int] = {}
+            for b in bands:  # the earliest deadline still ahead, per acquirer and channel
+                k = (b.acquirer, b.channel)
+                nxt[k] = min(nxt.get(k, b.deadline_ms), b.deadline_ms)
+            nan = float("nan")
+            for k in sorted(self._seen):
+                history.add_metric(list(k), ew.history_days(*k))
+                w = active.get(k)
+                flag.add_metric(list(k), 1 if w is not None else 0)
+                if w is not None:
+                    info.add_metric([*k, w.text], 1)
+                due_by = w.deadline_ms if w is not None else nxt.get(k)
+                of = [b for b in bands if (b.acquirer, b.channel) == k
+                      and b.deadline_ms == due_by]
+                # one deadline, several trade dates: their shares weighted by their sales;
+                # no deadline ahead with a learned band: NaN (a gap on the board), due 0
+                total = sum(b.sales for b in of)
+                for band, attr in (("today", "paid_share"), ("usual", "expected_share"),
+                                   ("slow", "low_share")):
+                    ratio.add_metric([*k, band], sum(b.sales * getattr(b, attr) for b in of)
+                                     / total if total else nan)
+                later.add_metric(list(k), (w.later_ms if w is not None else
+                                           max((b.later_ms for b in of), default=0)) / 1000)
+                due_n.add_metric(list(k), sum(b.due_sales for b in of))
+                amounts = dict.fromkeys(known.get(k, ()), 0)
+                for b in of:
+                    for cur, v in b.due_minor:
+                        amounts[cur] = amounts.get(cur, 0) + v
+                for cur, v in sorted(amounts.items()):
+                    due_amt.add_metric([*k, cur], v)
+                if due_by is not None:
+                    deadline.add_metric(list(k), due_by / 1000)
+        yield from (flag, info, ratio, later, due_n, due_amt, deadline, history)
 
 
 class OpenItemsCollector:
@@ -559,3 +738,116 @@ def _age_label(age_s: float) -> str:
         if age_s < upper:
             return label
     return AGE_BUCKETS[-1][1]
+
+
+class AgingCollector:
+    """Open findings by SLA tier, read at scrape time from each reconciler's aging counters
+    (`Reconciler.aging_summary`, streams.core.aging): a scrape costs the counters' keys, never
+    a pass over the open findings. Each acquirer (and acquirer, currency) seen keeps a series
+    per tier, at 0 once its findings close, so an alert on a tier resolves instead of
+    vanishing. A reconciler built without aging contributes nothing."""
+
+    def __init__(self, source: Callable[[], Iterable[Any]] | None = None) -> None:
+        self.source = source
+        self._tiers: tuple[str, ...] = ()
+        self._dues: tuple[str, ...] = ()
+        self._acquirers: set[str] = set()
+        self._pairs: set[tuple[str, str]] = set()
+
+    def describe(self):
+        return list(self._families())
+
+    @staticmethod
+    def _families():
+        return (
+            GaugeMetricFamily(
+                "settlewatch_open_findings",
+                "Open findings (missing until credited; underpaid, overpaid, duplicate and "
+                "orphan for aging.horizon), by SLA tier of amount at stake and business-day "
+                "age.", labels=["acquirer", "tier"]),
+            GaugeMetricFamily(
+                "settlewatch_open_findings_amount_minor",
+                "Amount at stake of open findings, minor units, by SLA tier.",
+                labels=["acquirer", "currency", "tier"]),
+            GaugeMetricFamily(
+                "settlewatch_aging_tier_info",
+                "1 per configured SLA tier; rank 0 is the most severe, due the time ops has.",
+                labels=["tier", "rank", "due"]),
+        )
+
+    def collect(self):
+        count, amount, info = self._families()
+        by_acquirer: dict[tuple[str, str], int] = {}
+        by_pair: dict[tuple[str, str, str], int] = {}
+        for rec in list(self.source()) if self.source is not None else ():
+            book = getattr(rec, "aging", None)
+            if book is None:
+                continue
+            if not self._tiers:
+                self._tiers = book.tiers.names
+                self._dues = tuple(t.due_text for t in book.tiers.rules.tiers)
+            try:  # the scrape thread reads while the event loop changes state: skip a torn read
+                rows = rec.aging_summary()
+            except (ValueError, RuntimeError, KeyError, IndexError):
+                log.debug("aging counters changed while read; skipped this reconciler")
+                continue
+            for (acquirer, currency, tier), (n, minor) in rows.items():
+                by_acquirer[(acquirer, tier)] = by_acquirer.get((acquirer, tier), 0) + n
+                k = (acquirer, currency, tier)
+                by_pair[k] = by_pair.get(k, 0) + minor
+                self._acquirers.add(acquirer)
+                self._pairs.add((acquirer, currency))
+        for acquirer in sorted(self._acquirers):
+            for tier in self._tiers:
+                count.add_metric([acquirer, tier], by_acquirer.get((acquirer, tier), 0))
+        for acquirer, currency in sorted(self._pairs):
+            for tier in self._tiers:
+                amount.add_metric([acquirer, currency, tier],
+                                  by_pair.get((acquirer, currency, tier), 0))
+        for rank, (tier, due) in enumerate(zip(self._tiers, self._dues)):
+            info.add_metric([tier, str(rank), due], 1)
+        yield from (count, amount, info)
+class SettlementFilesCollector:
+    """``settlewatch_settlement_files_overdue{acquirer, settle_date}`` at scrape time: per
+    acquirer and settle date, the merchants whose settlement file (a contract v1.1
+    settlement_file_complete marker) was expected by the reconciler's clock and has not come.
+
+    Read from counters the core keeps (``Reconciler.files_overdue``: expected and arrived per
+    acquirer and date), never from a scan of the state. Labels stay bounded: only acquirers
+    with a ``[[settlement_files]]`` entry, only dates still within ``redelivery_window``, and
+    only values above 0 (the series goes away, and the alert resolves, when the file comes).
+    """
+
+    def __init__(self, source: Callable[[], Iterable[Any]] | None = None) -> None:
+        self.source = source
+
+    def describe(self):
+        return [self._family()]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "settlewatch_settlement_files_overdue",
+            "Merchants whose settlement file (settlement_file_complete marker) from the acquirer "
+            "for the settle date was expected by now and has not arrived.",
+            labels=["acquirer", "settle_date"])
+
+    def collect(self):
+        family = self._family()
+        totals: dict[tuple[str, int], int] = {}
+        if self.source is not None:
+            for rec in list(self.source()):
+                overdue = getattr(rec, "files_overdue", None)
+                if overdue is None:
+                    continue
+                try:  # the scrape thread reads while the event loop changes state
+                    rows = list(overdue().items())
+                except (RuntimeError, KeyError):
+                    log.debug("settlement-file counters changed while read; skipped them")
+                    continue
+                for key, n in rows:
+                    totals[key] = totals.get(key, 0) + n
+        from datetime import date
+        for (acquirer, day), n in sorted(totals.items()):
+            family.add_metric([acquirer, date.fromordinal(day).isoformat()], n)
+        yield family

@@ -311,7 +311,7 @@ class LivePartition:
         self.partition = partition
         self.policy = policy
         # its records carry no evidence (streams.wire.encode): keep none in state
-        self.reconciler = Reconciler(policy, observer, evidence=False)
+        self.reconciler = Reconciler(policy, observer, aging=True, evidence=False)
         self.topics = topics
         self.metrics = metrics
         self.lookback_ms = dedupe_lookback_ms

@@ -63,6 +63,9 @@ _POLICY_SECTIONS = (  # (heading in docs/policy.md, prefix in the reference, loa
     ("`[fees.<channel>]`", "fees.<channel>.", "_FEE_KEYS"),
     ("`[[cycles]]`", "cycles[].", "_CYCLE_KEYS"),
     ("`[time]`", "time.", "_DEFAULT_TIME"),
+    ("`[aging]`", "aging.", "_AGING_KEYS"),
+    ("`[[aging.tiers]]`", "aging.tiers[].", "_AGING_TIER_KEYS"),
+    ("`[early_warning]`", "early_warning.", "_DEFAULT_EARLY_WARNING"),
 )
 
 

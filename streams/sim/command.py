@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import random
 
-from streams.core.events import Credit
-from streams.sim.simulator import SimConfig, Simulation, bad_records, parse_faults, parse_rate
+from streams.core.events import Credit, FileComplete
+from streams.sim.simulator import (SimConfig, Simulation, bad_records, parse_faults, parse_rate,
+                                   parse_slowdown)
 
 
 def _write_files(sim: Simulation, out_dir: str, bad_rate: float, now_ms: int) -> dict:
@@ -21,7 +22,7 @@ def _write_files(sim: Simulation, out_dir: str, bad_rate: float, now_ms: int) ->
     with open(os.path.join(out_dir, "auths.jsonl"), "wb") as fa, \
             open(os.path.join(out_dir, "credits.jsonl"), "wb") as fc:
         for e in sim.events():
-            if type(e) is Credit:
+            if type(e) is Credit or type(e) is FileComplete:  # markers travel with credits
                 fc.write(event_to_json(e) + b"\n")
                 counts["settlements"] += 1
             else:
@@ -66,6 +67,14 @@ def _simulate_options(fn):
         click.option("--bootstrap", help="Produce to these Kafka servers instead."),
         click.option("--speedup", default=60.0, show_default=True, type=float,
                      help="Kafka: event time runs this many times faster than the wall clock."),
+        click.option("--slowdown", "slowdowns", multiple=True,
+                     help="ACQUIRER@RFC3339Z+DURATION: from then on (credits due then or "
+                          "later) the acquirer books its credits that much later "
+                          "(acq-t1@2026-10-12T00:00:00Z+3h); repeatable."),
+        click.option("--markers/--no-markers", default=False, show_default=True,
+                     help="Also emit settlement_file_complete markers (contract v1.1), one per "
+                     "merchant and settle date; faults marker_late, marker_missing, "
+                     "marker_short apply to them."),
     ]):
         fn = option(fn)
     return fn
@@ -81,7 +90,7 @@ def _make_command():
     @click.command("simulate")
     @_simulate_options
     def simulate_command(config, rate, merchants, faults, bad_rate, seed, start, duration,
-                         jitter, out_dir, bootstrap, speedup):
+                         jitter, out_dir, bootstrap, speedup, slowdowns, markers):
         """Generate realistic authorisations and credits with injected faults."""
         from streams import wire
         try:
@@ -90,6 +99,7 @@ def _make_command():
             jitter_ms = parse_duration_ms(jitter, "--jitter")
             cfg_faults = parse_faults(faults)
             sales_per_second = parse_rate(rate)
+            cfg_slowdowns = tuple(parse_slowdown(text) for text in slowdowns)
         except (PolicyError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
         if bool(out_dir) == bool(bootstrap):
@@ -104,7 +114,7 @@ def _make_command():
             start_ms = now_ms - span_ms
         cfg = SimConfig(start_ms=start_ms, end_ms=start_ms + span_ms, merchants=merchants,
                         sales_per_second=sales_per_second, faults=cfg_faults, seed=seed,
-                        jitter_ms=jitter_ms)
+                        jitter_ms=jitter_ms, slowdowns=cfg_slowdowns, markers=markers)
         sim = Simulation(cfg, policy)
         if out_dir:
             counts = _write_files(sim, out_dir, bad_rate, now_ms)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from streams import wire
-from streams.core.events import Credit, PosEvent
+from streams.core.events import Credit, FileComplete, PosEvent
 from streams.kafka_security import from_environment as kafka_security
 
 log = logging.getLogger("settlewatch.producer")
@@ -111,9 +111,9 @@ class _Sender:
             if len(self.stats.errors) < 5:
                 self.stats.errors.append(f"{type(exc).__name__}: {exc}")
 
-    def send_event(self, e: PosEvent | Credit) -> None:
+    def send_event(self, e: PosEvent | Credit | FileComplete) -> None:
         stats = self.stats
-        if type(e) is Credit:
+        if type(e) is Credit or type(e) is FileComplete:  # a marker travels with the credits
             topic = self.settlement_topic
             stats.settlements += 1
         else:

@@ -10,7 +10,14 @@ demo can compare findings with).
 Fault kinds: late, missing, duplicate, underpaid (a wrong fee rate), fee_table (a wrong fee
 table at the acquirer: every channel charged its agreed rate + `fee_table_bps`, 30), overpaid, orphan,
 refund_netted (a refund of a paid sale netted into the merchant's next credit), redelivery (an
-event sent twice: counted, never a finding). Bad records for the dead-letter path come from
+event sent twice: counted, never a finding).
+
+Completeness markers (contract v1.1, `SimConfig.markers`, off by default so that existing
+streams are unchanged): one settlement_file_complete per merchant per settle date D on which it
+has an item due or a credit booked, at the end of the acquirer's settlement run (10 minutes
+after a T+N cycle's due time on D; 00:15 after D for a duration cycle), counting the credits
+booked on D up to then. Their faults: marker_late (1-4 h late), marker_missing (never sent),
+marker_short (a truncated feed: a credit is lost, the marker still counts it). Bad records for the dead-letter path come from
 `bad_records()`: raw bytes with the reason each must be rejected for.
 
 The module is pure but for `simulate_command`, which writes JSON lines or hands the stream to
@@ -25,11 +32,19 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from streams.core.events import AUTHORISATION, DECLINED, REFUND, REVERSAL, Credit, PosEvent
-from streams.core.policy import FeeRule, Policy
+from streams.core.events import (
+    AUTHORISATION,
+    DECLINED,
+    REFUND,
+    REVERSAL,
+    Credit,
+    FileComplete,
+    PosEvent,
+)
+from streams.core.policy import BUSINESS, FeeRule, Policy
 
 FAULT_KINDS = ("late", "missing", "duplicate", "underpaid", "fee_table", "overpaid", "orphan",
-               "refund_netted", "redelivery")
+               "refund_netted", "redelivery", "marker_late", "marker_missing", "marker_short")
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -50,6 +65,10 @@ class SimConfig:
     acquirers: tuple[str, ...] = ()  # default: the policy's named acquirers plus "acq-std"
     emit_pan_masked: bool = True
     fee_table_bps: int = 30  # fault fee_table: what the wrong table adds to every agreed rate
+    # An acquirer slowing down (the early warning's test): (acquirer, from_ms, delay_ms) books
+    # each of that acquirer's credits due at or after from_ms delay_ms later than it would be.
+    slowdowns: tuple[tuple[str, int, int], ...] = ()
+    markers: bool = False  # emit settlement_file_complete markers (contract v1.1)
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,18 @@ def parse_faults(text: str) -> dict[str, float]:
             raise ValueError(f"fault {name}: rate {value} is not between 0 and 100%")
         faults[f"{acquirer.strip()}:{name}" if acquirer.strip() else name] = rate
     return faults
+
+
+def parse_slowdown(text: str) -> tuple[str, int, int]:
+    """'acq-t1@2026-03-09T00:00:00Z+3h' -> ('acq-t1', from_ms, 10_800_000): from that instant
+    (credits due then or later) the acquirer books its credits 3 hours later than usual."""
+    from streams.core.policy import parse_duration_ms
+    from streams.wire.times import parse_time_ms
+    m = re.fullmatch(r"\s*([^@\s]+)@(\S+Z)\+(\w+)\s*", text or "")
+    if not m:
+        raise ValueError(f"bad slowdown {text!r}: expected ACQUIRER@RFC3339Z+DURATION, "
+                         "like acq-t1@2026-03-09T00:00:00Z+3h")
+    return m.group(1), parse_time_ms(m.group(2)), parse_duration_ms(m.group(3), "slowdown")
 
 
 def parse_rate(text: str) -> float:
@@ -107,6 +138,9 @@ class Simulation:
         # refunds waiting to be netted into the merchant's next credit (fault refund_netted):
         # merchant -> [(refund time, amount)]
         self._netting: dict[str, list[tuple[int, int]]] = {}
+        # markers draw from their own generator, so that the rest of the stream is the same
+        # with markers on or off
+        self._mrng = random.Random(cfg.seed * 7919 + 17)
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -126,12 +160,13 @@ class Simulation:
             out.append(_Merchant(mid, acquirer, cycle, terminals, (channels, weights)))
         return out
 
-    def _fault(self, kind: str, acquirer: str | None = None) -> bool:
+    def _fault(self, kind: str, acquirer: str | None = None,
+               rng: random.Random | None = None) -> bool:
         faults = self.cfg.faults
         rate = faults.get(kind, 0.0)
         if acquirer is not None:  # "acq-d0:missing=20%" overrides the rate for one acquirer
             rate = faults.get(f"{acquirer}:{kind}", rate)
-        return rate > 0 and self._rng.random() < rate
+        return rate > 0 and (rng or self._rng).random() < rate
 
     def _note(self, kind: str, m: _Merchant, subject: str) -> None:
         self.injected.append(Injected(kind, m.id, subject, m.acquirer))
@@ -139,14 +174,19 @@ class Simulation:
 
     # -- the stream ----------------------------------------------------------------------------
 
-    def events(self) -> Iterator[PosEvent | Credit]:
+    def events(self) -> Iterator[PosEvent | Credit | FileComplete]:
         """All events in emission order (event time, shuffled within jitter_ms)."""
         cfg, rng = self.cfg, self._rng
         jitter = cfg.jitter_ms
         pending: list[tuple[int, int, PosEvent | Credit]] = []  # (emit_ms, seq, event)
         seq = itertools.count()
+        if cfg.markers:
+            yield from self._with_markers(self._events(cfg, rng, jitter, pending, seq))
+            return
+        yield from self._events(cfg, rng, jitter, pending, seq)
 
-        def schedule(e: PosEvent | Credit) -> None:
+    def _events(self, cfg, rng, jitter, pending, seq) -> Iterator:
+        def schedule(e) -> None:
             emit = e.event_time_ms + (rng.randrange(jitter + 1) if jitter else 0)
             heapq.heappush(pending, (emit, next(seq), e))
             if self._fault("redelivery", e.acquirer):
@@ -154,15 +194,105 @@ class Simulation:
                 heapq.heappush(pending, (emit + (rng.randrange(jitter + 1) if jitter else 0),
                                          next(seq), e))
 
+        mrng = self._mrng
+
+        def schedule_marker(e: _PendingMarker) -> None:
+            emit = e.event_time_ms + (mrng.randrange(jitter + 1) if jitter else 0)
+            heapq.heappush(pending, (emit, next(seq), e))
+            if self._fault("redelivery", e.acquirer, mrng):
+                self.counts["redelivery"] = self.counts.get("redelivery", 0) + 1
+                heapq.heappush(pending, (emit + (mrng.randrange(jitter + 1) if jitter else 0),
+                                         next(seq), e))
+
+        markers = cfg.markers
         for now, e in self._raw_events():
             # everything due to go out before now (less the jitter) can go out
             while pending and pending[0][0] + jitter <= now:
                 yield heapq.heappop(pending)[2]
+            if markers:
+                for marker in self._files_of(e, now):
+                    schedule_marker(marker)
+                if not self._keep(e):
+                    continue
             schedule(e)
             for extra in self._consequences(e):
+                if markers:
+                    for marker in self._files_of(extra, now):
+                        schedule_marker(marker)
+                    if not self._keep(extra):
+                        continue
                 schedule(extra)
         while pending:
             yield heapq.heappop(pending)[2]
+
+    # -- completeness markers (contract v1.1) --------------------------------------------------
+
+    def _with_markers(self, stream: Iterator) -> Iterator[PosEvent | Credit | FileComplete]:
+        """The stream, each pending marker filled in with the credits booked up to its time."""
+        for e in stream:
+            if type(e) is _PendingMarker:
+                yield e.finish(self._tally)
+            else:
+                yield e
+
+    def _files_of(self, e, now: int) -> list:
+        """Markers to schedule for the settle dates `e` concerns (each once), counting a credit
+        for its booking date."""
+        if not hasattr(self, "_tally"):
+            self._tally: dict[tuple[str, int], list[tuple[int, int]]] = {}
+            self._marked: set[tuple[str, int]] = set()
+        policy = self.policy
+        m = self._merchant_by_id.get(e.merchant_id)
+        if m is None:
+            return []
+        if type(e) is Credit:
+            day = policy.local_day(e.event_time_ms)
+            self._tally.setdefault((m.id, day), []).append((e.event_time_ms, e.amount_minor))
+        elif e.type == AUTHORISATION:
+            if m.cycle.mode == "batch":
+                deadline = policy.batch_deadline_ms(policy.trade_day(e.event_time_ms, m.cycle),
+                                                    m.cycle)
+            else:
+                deadline = policy.deadline_ms(e.event_time_ms, m.cycle)
+            day = policy.local_day(deadline, m.cycle)
+        else:
+            return []
+        if (m.id, day) in self._marked:
+            return []
+        self._marked.add((m.id, day))
+        at = self._file_time(m, day)
+        if at <= now:
+            return []  # the run for that date is over: its file was (or was not) sent
+        if self._fault("marker_missing", m.acquirer, self._mrng):
+            self._note("marker_missing", m, f"{m.id}:{day}")
+            return []
+        if self._fault("marker_late", m.acquirer, self._mrng):
+            at += self._mrng.randrange(HOUR, 4 * HOUR)
+            self._note("marker_late", m, f"{m.id}:{day}")
+        return [_PendingMarker(f"FC-{m.id}-{m.acquirer}-{day}", m.id, m.acquirer, day, at)]
+
+    def _keep(self, e) -> bool:
+        """False for a credit lost from the feed (fault marker_short): its file still lists it."""
+        if type(e) is not Credit or not self._fault("marker_short", e.acquirer, self._mrng):
+            return True
+        m = self._merchant_by_id[e.merchant_id]
+        self._note("marker_short", m, e.batch_id or (e.auth_ids[0] if e.auth_ids else
+                                                      e.credit_id))
+        return False
+
+    def _file_time(self, m: _Merchant, day: int) -> int:
+        """When the acquirer's settlement run for `day` is over: 10 minutes after a T+N
+        cycle's due time on that date, 00:15 after it for a duration cycle."""
+        from datetime import date, datetime, timedelta
+        from zoneinfo import ZoneInfo
+        c = m.cycle
+        d = date.fromordinal(day)
+        if c.due_kind == BUSINESS:
+            local = datetime(d.year, d.month, d.day, c.due_minute // 60, c.due_minute % 60)
+            local += timedelta(minutes=10)
+        else:
+            local = datetime(d.year, d.month, d.day) + timedelta(days=1, minutes=15)
+        return int(local.replace(tzinfo=ZoneInfo(c.timezone)).timestamp() * 1000)
 
     def _raw_events(self) -> Iterator[tuple[int, PosEvent | Credit]]:
         """(generator time, event): sales in time order, and the credits they cause later."""
@@ -302,6 +432,9 @@ class Simulation:
             self._note("late", m, subject)
         else:
             at = after_ms + max(1, int(window * rng.uniform(0.2, 0.9)))
+        for acquirer, from_ms, delay_ms in self.cfg.slowdowns:
+            if acquirer == m.acquirer and deadline >= from_ms:
+                at += delay_ms
         # refunds made well before this credit was booked are netted into it
         waiting = self._netting.get(m.id)
         if waiting:
@@ -327,6 +460,30 @@ class Simulation:
             yield PosEvent(REFUND, f"R{s.auth_id}", s.auth_id, s.merchant_id, s.terminal_id,
                            s.acquirer, s.channel, refund, s.currency, refund_at,
                            batch_id=s.batch_id)
+
+
+class _PendingMarker:
+    """A marker scheduled before its file's credits are all known; filled in when it goes out
+    (by then every credit booked up to its time has been generated)."""
+
+    __slots__ = ("marker_id", "merchant_id", "acquirer", "day", "event_time_ms", "done")
+
+    def __init__(self, marker_id: str, merchant_id: str, acquirer: str, day: int,
+                 at_ms: int) -> None:
+        self.marker_id, self.merchant_id, self.acquirer = marker_id, merchant_id, acquirer
+        self.day, self.event_time_ms = day, at_ms
+        self.done: FileComplete | None = None
+
+    def __lt__(self, other) -> bool:  # heap ties never reach here (a sequence number first)
+        return self.marker_id < other.marker_id
+
+    def finish(self, tally: dict[tuple[str, int], list[tuple[int, int]]]) -> FileComplete:
+        if self.done is None:  # a redelivery sends the same marker again
+            booked = [a for t, a in tally.get((self.merchant_id, self.day), ())
+                      if t <= self.event_time_ms]
+            self.done = FileComplete(self.marker_id, self.merchant_id, self.acquirer, self.day,
+                                     len(booked), sum(booked), "CNY", self.event_time_ms)
+        return self.done
 
 
 def bad_records(rng: random.Random, n: int, now_ms: int) -> list[tuple[str, bytes, str]]:

@@ -22,13 +22,16 @@ Reason codes of a `Reject` (checked in this order; the first failure wins):
   missing_field     a required field is absent (the message names it)
   bad_type          a field has the wrong JSON type (null for a required field, bool for an
                     integer, a number for a string, ...)
-  unknown_type      `type` is a string but not one of the four event types
+  unknown_type      `type` is a string but not one of the five event types (a worker of v1, before
+                    settlement_file_complete, dead-letters a v1.1 marker with this reason)
   empty_field       an id (event_id, auth_id, merchant_id, terminal_id, acquirer, channel,
-                    credit_id, batch_id, an auth_ids item) is the empty string
+                    credit_id, batch_id, an auth_ids item, marker_id) is the empty string
   bad_amount        amount_minor not an integer (1.0 and 1e400 too), <= 0 or > MAX_AMOUNT_MINOR;
-                    fee_minor not an integer, < 0 or > MAX_AMOUNT_MINOR
+                    fee_minor, a marker's credit_count or total_minor not an integer, < 0 or
+                    > MAX_AMOUNT_MINOR
   unknown_currency  currency not an active ISO 4217 code of streams.core.currencies
-  bad_time          event_time not RFC 3339 (date, 'T', time, 'Z' or a +hh:mm/-hh:mm offset), or
+  bad_time          a marker's settle_date not a calendar date YYYY-MM-DD from 2000-01-01 to
+                    9998-12-31; event_time not RFC 3339 (date, 'T', time, 'Z' or a +hh:mm/-hh:mm offset), or
                     an impossible time: before 2000-01-01T00:00:00Z, or not before
                     9999-01-01T00:00:00Z (then some time zone has no calendar date for it, or
                     its deadlines would fall outside the calendar)
@@ -59,6 +62,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import orjson
@@ -71,7 +75,9 @@ from streams.core.events import (
     REFUND,
     REVERSAL,
     SETTLEMENT_CREDIT,
+    SETTLEMENT_FILE_COMPLETE,
     Credit,
+    FileComplete,
     PosEvent,
 )
 from streams.wire.pan import (
@@ -359,12 +365,58 @@ def _credit(d: dict) -> Credit:
                   batch_id, fee)
 
 
-def _stored_pan(e: PosEvent | Credit) -> str | None:
+_SETTLE_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _an_id(d: dict, name: str) -> str:
+    """A required, non-empty id (the hot paths above inline this)."""
+    v = d.get(name)
+    if type(v) is not str or not v:
+        raise _bad_id(d, name)
+    return v
+
+
+def _marker(d: dict) -> FileComplete:
+    """A settlement_file_complete record (contract v1.1): one merchant's settlement file from
+    one acquirer for one settle date is complete, with its control totals."""
+    get = d.get
+    marker_id, merchant_id, acquirer = (_an_id(d, name)
+                                        for name in ("marker_id", "merchant_id", "acquirer"))
+    v = get("settle_date")
+    if type(v) is not str:
+        if "settle_date" not in d:
+            raise _Invalid(MISSING_FIELD, "missing field settle_date")
+        raise _Invalid(BAD_TYPE, f"settle_date must be a string, got {_jtype(v)}")
+    day = None
+    if _SETTLE_DATE.fullmatch(v):
+        try:
+            day = date.fromisoformat(v)
+        except ValueError:
+            day = None
+    if day is None or not date(2000, 1, 1) <= day <= date(9998, 12, 31):
+        raise _Invalid(BAD_TIME, f"settle_date {_show(v)} is not a calendar date YYYY-MM-DD"
+                       " from 2000-01-01 to 9998-12-31")
+    count = get("credit_count")
+    if type(count) is not int or count < 0 or count > MAX_AMOUNT_MINOR:
+        raise _bad_int(d, "credit_count", 0)
+    total = get("total_minor")
+    if type(total) is not int or total < 0 or total > MAX_AMOUNT_MINOR:
+        raise _bad_int(d, "total_minor", 0)
+    currency = _currency(d)
+    event_time_ms = _event_time(d)
+    return FileComplete(marker_id, merchant_id, acquirer, day.toordinal(), count, total,
+                        currency, event_time_ms)
+
+
+def _stored_pan(e: PosEvent | Credit | FileComplete) -> str | None:
     """The name of the first stored text field of `e` that holds a card number, or None.
     (pan_masked was checked by its own rule; amounts are at most 13 digits and not Luhn-valid
     at 10**12; the enumerations and event_time cannot hold one.)"""
-    if type(e) is Credit:
+    if type(e) is FileComplete:
         fields: tuple[tuple[str, str | None], ...] = (
+            ("marker_id", e.marker_id), ("merchant_id", e.merchant_id), ("acquirer", e.acquirer))
+    elif type(e) is Credit:
+        fields = (
             ("credit_id", e.credit_id), ("merchant_id", e.merchant_id),
             ("acquirer", e.acquirer), ("batch_id", e.batch_id),
             *((f"auth_ids[{i}]", a) for i, a in enumerate(e.auth_ids)))
@@ -442,7 +494,7 @@ def _loads_slow(raw: bytes) -> tuple[Any, str | None]:
 def parse(
     topic: str, raw: bytes, record_time_ms: int, max_future_ms: int = MAX_FUTURE_MS,
     max_record_bytes: int = MAX_RECORD_BYTES,
-) -> PosEvent | Credit | Reject:
+) -> PosEvent | Credit | FileComplete | Reject:
     """Decode and validate one record of `topic` (AUTH_TOPIC or SETTLEMENT_TOPIC).
 
     `raw` is bytes (bytearray and memoryview are copied; None is an empty record).
@@ -493,7 +545,10 @@ def parse(
     t = d.get("type")
     try:
         if t == SETTLEMENT_CREDIT:
-            e: PosEvent | Credit = _credit(d)
+            e: PosEvent | Credit | FileComplete = _credit(d)
+            wrong = not want_credit
+        elif t == SETTLEMENT_FILE_COMPLETE:
+            e = _marker(d)  # contract v1.1, on pos.settlements
             wrong = not want_credit
         else:
             pt = _POS_TYPES.get(t) if type(t) is str else None

@@ -10,7 +10,9 @@ import orjson
 from streams.core.events import (
     AUTHORISATION,
     SETTLEMENT_CREDIT,
+    SETTLEMENT_FILE_COMPLETE,
     Credit,
+    FileComplete,
     Finding,
     FindingKind,
     PosEvent,
@@ -22,6 +24,7 @@ from streams.wire.decode import (
 from streams.wire.pan import (
     mask_pans,
     mask_pans_text,
+    text_has_pan,
 )
 from streams.wire.times import (
     format_time_ms,
@@ -30,8 +33,21 @@ from streams.wire.times import (
 
 
 # ----------------------------------------------------------------------------------- encoding
-def event_to_dict(e: PosEvent | Credit) -> dict[str, Any]:
+def event_to_dict(e: PosEvent | Credit | FileComplete) -> dict[str, Any]:
     """The contract record of an event (the inverse of `parse`); None optionals are left out."""
+    if type(e) is FileComplete:
+        from datetime import date
+        return {
+            "type": SETTLEMENT_FILE_COMPLETE,
+            "marker_id": e.marker_id,
+            "merchant_id": e.merchant_id,
+            "acquirer": e.acquirer,
+            "settle_date": date.fromordinal(e.settle_day).isoformat(),
+            "credit_count": e.credit_count,
+            "total_minor": e.total_minor,
+            "currency": e.currency,
+            "event_time": format_time_ms(e.event_time_ms),
+        }
     if isinstance(e, Credit):
         d: dict[str, Any] = {
             "type": SETTLEMENT_CREDIT,
@@ -70,13 +86,14 @@ def event_to_dict(e: PosEvent | Credit) -> dict[str, Any]:
     return d
 
 
-def event_to_json(e: PosEvent | Credit) -> bytes:
+def event_to_json(e: PosEvent | Credit | FileComplete) -> bytes:
     return orjson.dumps(event_to_dict(e))
 
 
 def finding_to_dict(f: Finding) -> dict[str, Any]:
-    """The settlewatch.anomalies record of a finding: contract fields only, fixed order."""
-    return {
+    """The settlewatch.anomalies record of a finding: contract fields only, fixed order (the
+    v1.1 counts of a file_incomplete last, and only on it)."""
+    d = {
         "anomaly_id": f.anomaly_id,
         "kind": str(f.kind),
         "status": str(f.status),
@@ -94,6 +111,10 @@ def finding_to_dict(f: Finding) -> dict[str, Any]:
         "detected_at": format_time_ms(f.detected_at_ms),
         "probable_cause": f.probable_cause,
     }
+    if f.expected_count is not None:
+        d["expected_count"] = f.expected_count
+        d["received_count"] = f.received_count
+    return d
 
 
 def finding_to_json(f: Finding) -> bytes:
@@ -121,6 +142,8 @@ def finding_from_dict(d: dict[str, Any]) -> Finding:
         event_time_ms=parse_time_ms(d["event_time"]),
         detected_at_ms=parse_time_ms(d["detected_at"]),
         probable_cause=d.get("probable_cause"),
+        expected_count=None if d.get("expected_count") is None else _int(d, "expected_count"),
+        received_count=None if d.get("received_count") is None else _int(d, "received_count"),
     )
 
 
@@ -173,7 +196,11 @@ def deadletter_to_dict(
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    if text is not None and len(orjson.dumps(text)) - 2 <= 2 * len(raw):
+    escaped = orjson.dumps(text) if text is not None else b""
+    # JSON escaping can spell digits: a NUL byte before "5960325701" is written "\u0000"
+    # "5960325701", a Luhn-valid 14-digit run in the dead letter. Then the bytes go as base64.
+    if (text is not None and len(escaped) - 2 <= 2 * len(raw)
+            and not (b"\\u" in escaped and text_has_pan(escaped.decode("utf-8")))):
         d["original"] = text
     else:
         d["original_b64"] = base64.b64encode(raw).decode("ascii")

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.events import AUTHORISATION, REFUND, PosEvent
-from streams.core.policy import default_policy
+from streams.core.policy import default_policy, policy_from_dict
 from streams.core.reconcile import Reconciler
 from streams.sim.simulator import SimConfig, Simulation, parse_faults
 
@@ -56,16 +56,16 @@ def apply(table: dict, changes: dict) -> None:
             table[key] = json.loads(json.dumps(value))
 
 
-def restored(table: dict, clock: dict) -> Reconciler:
-    r = Reconciler(POLICY)
+def restored(table: dict, clock: dict, policy=POLICY) -> Reconciler:
+    r = Reconciler(policy)
     r.restore_changes(list(table.items()))
     r.restore_clock(clock)
     return r
 
 
-def uninterrupted(events) -> tuple[list, list[int], list[int]]:
+def uninterrupted(events, policy=POLICY) -> tuple[list, list[int], list[int]]:
     """Findings, and after each event the number of findings and redeliveries so far."""
-    r = Reconciler(POLICY)
+    r = Reconciler(policy)
     out, counts, redeliveries = [], [], []
     for e in events:
         out += r.on_event(e)
@@ -83,19 +83,27 @@ def test_restoring_from_the_changes_at_any_points_gives_the_same_findings(seed, 
                                                                          crashes):
     events = _stream(seed)
     whole, _, _ = uninterrupted(events)
+    r, out = with_crashes(events, points, crashes)
+    out += r.advance_to(UNTIL)
+    assert full(out) == full(whole)
+
+
+def with_crashes(events, points, crashes: int, policy=POLICY) -> tuple[Reconciler, list]:
+    """Feed `events`, taking the changes at each of `points` (fractions of the stream) and
+    restoring from them where bit i of `crashes` says take i is followed by a crash: the last
+    reconciler and the findings so far (the final clock not yet advanced)."""
     takes = sorted({int(p * len(events)) for p in points})
-    r = Reconciler(POLICY, track_changes=True)
+    r = Reconciler(policy, track_changes=True)
     table: dict = {}
     out = []
     for n, e in enumerate(events):
         if n in takes:
             apply(table, r.take_changes())
             if crashes >> takes.index(n) & 1:  # this take is followed by a crash
-                r = restored(table, r.snapshot_clock())
+                r = restored(table, r.snapshot_clock(), policy)
                 out += r.drain()
         out += r.on_event(e)
-    out += r.advance_to(UNTIL)
-    assert full(out) == full(whole)
+    return r, out
 
 
 @settings(max_examples=12, deadline=None)
@@ -176,3 +184,32 @@ def test_no_change_value_outgrows_64_kib_for_a_merchant_with_200k_open_sales():
     assert max(len(json.dumps(v)) for v in changes.values() if v is not None) <= 64 * 1024
     assert r.stats.missing_expired == n // 2 + 1
     assert not r.merchants
+
+
+# The sample policy lists no [[settlement_files]] (markers are opt-in): expect acq-t1's files.
+FILES_POLICY = replace(POLICY, settlement_files=policy_from_dict({
+    "timezone": "UTC", "cycles": [{"acquirer": "*", "mode": "per_sale", "due": "+1h"}],
+    "settlement_files": [{"acquirer": "acq-t1", "expected": "T+0 10:30"}]}).settlement_files)
+
+
+def _stream_with_markers(seed: int, hours: int = 72) -> list:
+    cfg = SimConfig(start_ms=START, end_ms=START + hours * HOUR, merchants=12,
+                    sales_per_second=0.01, seed=seed, jitter_ms=120_000, markers=True,
+                    faults=parse_faults("late=5%,missing=8%,duplicate=4%,redelivery=4%,"
+                                        "marker_short=5%,marker_late=20%,marker_missing=10%"))
+    return list(Simulation(cfg, FILES_POLICY).events())
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), points=st.sets(st.floats(0.0, 1.0), min_size=1, max_size=6),
+       crashes=st.integers(0, 63))
+def test_restoring_a_stream_with_completeness_markers_at_any_points_gives_the_same_findings(
+        seed, points, crashes):
+    events = _stream_with_markers(seed)
+    whole, _, _ = uninterrupted(events, FILES_POLICY)
+    before_the_end = Reconciler(FILES_POLICY)
+    before_the_end.on_events(events)
+    r, out = with_crashes(events, points, crashes, FILES_POLICY)
+    assert r.files_overdue() == before_the_end.files_overdue()
+    out += r.advance_to(UNTIL)
+    assert full(out) == full(whole)

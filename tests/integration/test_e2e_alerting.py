@@ -22,6 +22,7 @@ two and a half minutes. Every process started here is stopped by its fixture, al
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -163,6 +164,16 @@ class Worker:
             return self.samples().get(("settlewatch_worker_up", ())) == 1
         wait_until(ready, timeout, "the worker to join its group and serve worker_up 1", 0.3)
 
+    @contextlib.contextmanager
+    def running(self, log_tail: int = 2000):
+        """Ready on entry; stopped on exit, also on failure, its log's last lines printed."""
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()
+            print(f"--- worker log (last lines)\n{self.log()[-log_tail:]}")
+
     def stop(self) -> None:
         if self.proc.poll() is not None:
             return
@@ -180,44 +191,41 @@ def prefix() -> str:
     return f"e2e{uuid.uuid4().hex[:8]}."
 
 
-@pytest.fixture(scope="module")
-def topics(kafka_admin, prefix) -> Topics:
-    """A topic set of this module's own (6 partitions each, co-partitioned)."""
+def create_topics(kafka_admin, prefix: str, partitions: int = PARTITIONS) -> Topics:
+    """A topic set of its own (co-partitioned: the same number of partitions each)."""
     names = Topics.with_prefix(prefix)
     kafka_admin.create_topics(
-        {name: {"num_partitions": PARTITIONS, "replication_factor": 1} for name in names.all()},
+        {name: {"num_partitions": partitions, "replication_factor": 1} for name in names.all()},
         wait_for_metadata=True)
     return names
 
 
-@pytest.fixture(scope="module")
-def worker(kafka_bootstrap, topics, prefix, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("worker")
+@contextlib.contextmanager
+def running_worker(kafka_bootstrap: str, prefix: str, workdir: Path, policy_text: str,
+                   partitions: int = PARTITIONS):
+    """`settlewatch worker` on `policy_text`, ready; stopped (and its log shown) on exit."""
     policy = workdir / "settlewatch.toml"
-    policy.write_text(POLICY)
+    policy.write_text(policy_text)
     port = free_port()
     w = Worker(workdir, [
         "--config", str(policy), "--bootstrap", kafka_bootstrap,
         "--metrics-port", str(port), "--app-id", f"sw-{prefix.rstrip('.')}",
         "--topic-prefix", prefix,
-        "--partitions", str(PARTITIONS), "--data-dir", str(workdir / "faust-data"),
+        "--partitions", str(partitions), "--data-dir", str(workdir / "faust-data"),
         # Silent inputs move event time to the wall clock minus 2 s, checked 5 times a second.
         "--tick-interval", "200ms", "--tick-idle", "1s", "--tick-allowance", "2s",
     ], port)
-    try:
-        w.wait_ready()
+    with w.running():
         yield w
-    finally:
-        w.stop()
-        print(f"--- worker log (last lines)\n{w.log()[-2000:]}")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, smtp_sink, worker):
-    s = MonitoringStack(tmp_path_factory.mktemp("run"), [f"127.0.0.1:{worker.metrics_port}"],
+@contextlib.contextmanager
+def running_monitoring(run_dir: Path, smtp_sink, worker: Worker, **env: str):
+    """Prometheus and Alertmanager scraping `worker` every 2 s; every process gone on exit."""
+    s = MonitoringStack(run_dir, [f"127.0.0.1:{worker.metrics_port}"],
                         smtp_sink, smtp_user="alertmanager",
                         smtp_password_file=smtp_sink.password_file,
-                        env={"SW_SCRAPE_INTERVAL": "2s"})
+                        env={"SW_SCRAPE_INTERVAL": "2s", **env})
     try:
         s.up()
         yield s
@@ -226,6 +234,24 @@ def stack(tmp_path_factory, smtp_sink, worker):
         s.down()
         for pid in pids:
             assert is_gone(pid), f"pid {pid} still runs after monitoring_down"
+
+
+@pytest.fixture(scope="module")
+def topics(kafka_admin, prefix) -> Topics:
+    return create_topics(kafka_admin, prefix)
+
+
+@pytest.fixture(scope="module")
+def worker(kafka_bootstrap, topics, prefix, tmp_path_factory):
+    with running_worker(kafka_bootstrap, prefix, tmp_path_factory.mktemp("worker"),
+                        POLICY) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, smtp_sink, worker):
+    with running_monitoring(tmp_path_factory.mktemp("run"), smtp_sink, worker) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

@@ -519,3 +519,32 @@ def test_a_batch_restored_from_its_journal_is_written_again_before_the_journal_i
     assert not lost, f"{len(lost)} writes of the journalled batch only ever were in its journal"
     third, _ = restore(0, table, [], now_ms=WALL + 3)
     assert third.reconciler.open_item_count() == second_worker.reconciler.open_item_count()
+
+
+def test_a_marker_read_live_makes_the_unpaid_sale_missing_at_once_and_survives_a_restore():
+    from datetime import date
+
+    from streams.core.events import FileComplete
+    # the sale is due T0 + 30m; the acquirer's file for the day says it is complete at T0 + 5m
+    marker = FileComplete("F1", "m1", "acq-fast", date(2026, 10, 9).toordinal(), 1, 999,
+                          "CNY", T0 + 5 * MIN)
+    lp = LivePartition(0, POLICY)
+    fed(lp, [sale("a1", T0, 10_000)])
+    table: dict = {}
+    as_table(lp.flush(WALL), table)
+    restored, _ = restore(0, table)
+    assert restored.on_input(SETTLEMENT, raw(marker), WALL, 1) is None
+    tick(restored, T0 + 6 * MIN)
+    out = restored.flush(WALL)
+    assert sorted((k, s, subj) for k, s, subj in records(out)) == [
+        ("file_incomplete", "open", "F1"), ("missing", "open", "a1")]
+    missing, = [r for _, _, r in out.publish if r["kind"] == "missing"]
+    assert missing["probable_cause"] == "not_in_settlement_file"
+    # the same marker again, after another restore, is a redelivery: nothing more
+    as_table(out, table)
+    again, _ = restore(0, table, published=[(r["anomaly_id"], r["status"], WALL)
+                                            for _, _, r in out.publish])
+    assert again.on_input(SETTLEMENT, raw(marker), WALL, 1) is None
+    tick(again, T0 + 7 * MIN)
+    assert again.flush(WALL + 1).publish == []
+    assert again.reconciler.stats.redeliveries == 1

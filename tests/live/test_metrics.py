@@ -349,3 +349,34 @@ def test_missing_items_dropped_at_the_horizon_are_counted_by_acquirer(registry, 
                  currency="CNY") == 2
     assert value(registry, "settlewatch_missing_expired_amount_minor_total", acquirer="acq-a",
                  currency="CNY") == 12_350
+
+
+def test_a_settlement_file_not_arrived_by_its_expected_time_is_a_gauge_by_acquirer_and_date(
+        registry):
+    from datetime import date
+
+    from streams.core.events import FileComplete
+    p = policy(settlement_files=[{"acquirer": "acq-fast", "expected": "T+0 11:00"}])
+    t0 = ms("2026-10-09 10:00")
+    m = Metrics.create(registry, now=lambda: t0 / 1000)
+    recs = [Reconciler(p), Reconciler(p)]  # two partitions: the gauge sums them
+    m.watch(lambda: recs)
+    recs[0].on_event(sale("a1", t0, 10_000))
+    recs[1].on_event(sale("a2", t0, 10_000, merchant="m2"))
+    for r in recs:
+        r.advance_to(t0 + 59 * MIN)
+    labels = {"acquirer": "acq-fast", "settle_date": "2026-10-09"}
+    assert value(registry, "settlewatch_settlement_files_overdue", **labels) is None
+    for r in recs:
+        r.advance_to(t0 + 61 * MIN)
+    assert value(registry, "settlewatch_settlement_files_overdue", **labels) == 2
+    recs[1].on_event(FileComplete("F2", "m2", "acq-fast", date(2026, 10, 9).toordinal(), 0, 0,
+                                  "CNY", t0 + 62 * MIN))
+    recs[1].advance_to(t0 + 63 * MIN)
+    assert value(registry, "settlewatch_settlement_files_overdue", **labels) == 1
+
+
+def test_a_file_incomplete_puts_the_difference_at_stake():
+    f = Finding("id", FindingKind.FILE_INCOMPLETE, Status.OPEN, "m1", "acq", "F1", (), (),
+                30_000, 20_000, -10_000, "CNY", None, 0, 0, expected_count=3, received_count=2)
+    assert amount_at_stake(f) == 10_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from streams.core.events import Credit
 from streams.core.policy import default_policy
 from streams.sim.simulator import SimConfig, Simulation, parse_faults
 
@@ -45,3 +46,35 @@ def test_without_an_override_the_simulation_is_unchanged():
     b = list(Simulation(SimConfig(faults=parse_faults("missing=5%,acq-nobody:missing=90%"),
                                   **base), default_policy()).events())
     assert a == b
+
+
+def test_a_slowdown_books_that_acquirers_credits_later_from_its_day_on_and_no_one_elses():
+    from streams.core.policy import default_policy
+    from streams.sim.simulator import SimConfig, Simulation, parse_slowdown
+
+    acquirer, from_ms, delay_ms = parse_slowdown("acq-t1@2026-10-13T00:00:00Z+3h")
+    assert (acquirer, delay_ms) == ("acq-t1", 3 * 3_600_000)
+    policy = default_policy()
+    start = from_ms - 6 * 86_400_000
+
+    def credits(slowdowns):
+        cfg = SimConfig(start_ms=start, end_ms=from_ms + 3 * 86_400_000, merchants=40,
+                        sales_per_second=0.05, seed=5, slowdowns=slowdowns)
+        return {e.credit_id: e for e in Simulation(cfg, policy).events()
+                if isinstance(e, Credit)}
+
+    plain, slowed = credits(()), credits(((acquirer, from_ms, delay_ms),))
+    assert plain.keys() == slowed.keys()
+    moved = [cid for cid in plain if slowed[cid].event_time_ms != plain[cid].event_time_ms]
+    assert moved and all(slowed[c].acquirer == acquirer for c in moved)
+    assert all(slowed[c].event_time_ms - plain[c].event_time_ms == delay_ms for c in moved)
+    # credits due before the slowdown began are untouched
+    assert all(plain[c].event_time_ms >= from_ms - 2 * 86_400_000 for c in moved)
+
+
+def test_a_bad_slowdown_is_refused_with_the_expected_form():
+    import pytest
+
+    from streams.sim.simulator import parse_slowdown
+    with pytest.raises(ValueError, match="ACQUIRER@RFC3339Z"):
+        parse_slowdown("acq-t1+3h")

@@ -211,3 +211,14 @@ def test_a_number_beyond_double_range_in_a_contract_field_is_bad_amount(number, 
 ])
 def test_the_second_look_at_huge_numbers_is_as_strict_as_the_first(raw):
     assert reject_of(AUTH_TOPIC, raw).reason == wire.MALFORMED_JSON
+
+
+def test_a_control_byte_whose_json_escape_spells_a_card_number_goes_to_base64():
+    # "\x00" is written "\u0000" in JSON: with "5960325701" after it the dead letter would read
+    # "00005960325701", a Luhn-valid 14-digit run (found by test_fuzz.py).
+    raw = b'{"type": "reversal", "event_time": "1260\x005960325701"}'
+    r = wire.parse(wire.AUTH_TOPIC, raw, 0)
+    assert isinstance(r, wire.Reject)
+    d = wire.deadletter_to_dict(r, wire.AUTH_TOPIC, 0, 1)
+    assert "original" not in d and "original_b64" in d
+    assert not wire.text_has_pan(wire.deadletter_to_json(r, wire.AUTH_TOPIC, 0, 1).decode())

@@ -38,10 +38,12 @@ REGISTRY = Registry().with_resources(
     (s["$id"], Resource.from_contents(s)) for s in SCHEMAS.values())
 URN = "urn:settlewatch:contract:v1:"
 # A topic's schema: pos.authorisations carries sales (authorisation.json) and reversals and
-# refunds (pos_event.json); pos.settlements carries credits.
+# refunds (pos_event.json); pos.settlements carries credits and, since v1.1, completeness
+# markers (settlement_file_complete.json).
 TOPIC_SCHEMAS = {
     AUTH_TOPIC: {"oneOf": [{"$ref": URN + "authorisation"}, {"$ref": URN + "pos_event"}]},
-    SETTLEMENT_TOPIC: {"$ref": URN + "settlement_credit"},
+    SETTLEMENT_TOPIC: {"oneOf": [{"$ref": URN + "settlement_credit"},
+                                 {"$ref": URN + "settlement_file_complete"}]},
 }
 FORMATS = Draft202012Validator.FORMAT_CHECKER
 # jsonschema checks format "date-time" only when rfc3339-validator is installed (it is not a
@@ -77,7 +79,7 @@ def strict_json(raw: bytes):
 # ------------------------------------------------------------------------------- the schemas
 def test_every_schema_is_a_valid_draft_2020_12_schema():
     assert set(SCHEMAS) == {"authorisation", "pos_event", "settlement_credit", "anomaly",
-                            "deadletter"}
+                            "deadletter", "settlement_file_complete"}
     for schema in SCHEMAS.values():
         Draft202012Validator.check_schema(schema)
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"

@@ -1,0 +1,484 @@
+"""Early warning: each acquirer's own settlement baseline, and today's credits running behind it.
+
+Theory of operation
+===================
+
+"Missing" fires at deadline + grace; by then the merchant has noticed. This module says earlier,
+while the deadline is still ahead, that an acquirer (and channel) is paying later than it usually
+does. It is pure: the reconciler reports sales and credits through two optional observer hooks
+(``on_sale_due``, ``on_sale_paid``: the sale's acquirer, channel, currency, its item's deadline
+and amount), and the shell moves its clock with :meth:`EarlyWarning.advance_to` (event time:
+the reconciler's clock). It reads no clock and does no I/O.
+
+What is learned. The normalisation is the item's *deadline*: the policy's calendar already moves
+deadlines over weekends and holidays, so "how much of what is due by this deadline was paid by
+this long before it" is comparable from one settle day to the next without a weekday model.
+For every (acquirer, channel, deadline) the module keeps counters of the approved sales due and
+of those whose item was credited (counts and minor units per currency: the figures the warning
+quotes, never a scan of the state), and samples the *paid share* every ``step`` from
+``lookback`` before the deadline until it. When the clock reaches the deadline that settle day's
+curve (one share per step) joins the acquirer's history; days older than ``window`` leave it.
+Why a sampled curve rather than quantiles of booking times: sales keep arriving while credits
+come (a per-sale T+1 acquirer pays yesterday morning's sales before the evening's are made), so
+the share of the sales *known by then* that were paid *by then* is the quantity that is the same
+every usual day; a quantile of final booking times would expect payments for sales not made yet.
+
+The baseline. Per step, across the learned days: the median (the usual day) and the
+``band_pct`` percentile (a slow usual day, the lower band), by numpy over the days (robust to
+an odd day; a day without due sales at a step is left out of it). The counters are kept per
+trade date as well (a Monday deadline pays Friday's, Saturday's and Sunday's sales, each its
+own curve), and days are kept apart by their *kind*: the calendar days from trade date to
+deadline, "1d" (the usual next day, or D+0), "2d" and "3d+" (a weekend or a holiday between).
+A kind with fewer than ``min_history`` days borrows the pooled curve of all kinds.
+
+When it warns. At each step, for every deadline still ahead, with at least ``min_history``
+days learned and ``min_due_sales`` sales due: where the usual day has paid at least
+``min_expected_pct`` % by now, find how long ago the *lower band* passed today's share; when
+that is ``min_lag`` or more, today is behind even a slow usual day by that much, and the
+deadline warns. Its words: how much later than the usual day it pays (the same reading against
+the median), the usual time (when the median day has paid half), and the sales and amounts
+still due by the deadline. A warning stays while the condition holds and ends when the share
+catches up or the deadline comes (then "missing", at deadline + grace, takes over). Each
+(acquirer, channel, deadline) is *raised* at most once: :meth:`take_raised`.
+
+State and restarts. The learned history is plain data (:meth:`snapshot` / :meth:`restore`).
+The live worker does not persist it: a restarted worker relearns, and warns only after it has
+seen ``min_history`` complete settle days itself. A settle day counts only when the module saw
+its whole lookback (its first sample at or after the module's first clock) and nothing
+disturbed it (:meth:`disrupt`: a partition moved to or from this worker, so the counters of
+the open deadlines no longer cover the same sales); a disturbed deadline neither learns nor
+warns. This is stated in the README and tested (tests/core/test_earlywarning.py).
+
+Imports: stdlib, numpy and the core's policy only.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from .currencies import minor_digits
+from .policy import EarlyWarningConfig, Policy
+
+NEVER = -(1 << 62)
+# Kinds of settle day: calendar days from the trade date to its deadline (D+0 counts as 1).
+ORDINARY = "1d"  # due the next day (or the same)
+AFTER_BREAK = "2d"  # a weekend day or a holiday between; "3d+": longer breaks
+KINDS = (ORDINARY, AFTER_BREAK, "3d+")
+HALF = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyWarningEvent:
+    """One deadline of one acquirer and channel running behind its baseline."""
+
+    acquirer: str
+    channel: str
+    deadline_ms: int
+    at_ms: int  # the step (event time) it was read at
+    later_ms: int  # how much later than the usual (median) day: at least this
+    behind_band_ms: int  # how far behind the lower band (>= min_lag)
+    usual_ms: int | None  # when the usual day has paid half of what is due (absolute time)
+    due_sales: int  # sales due by the deadline and not yet credited
+    due_minor: tuple[tuple[str, int], ...]  # (currency, minor units) still due, sorted
+    paid_share: float  # of the sales due by the deadline, paid by now
+    expected_share: float  # what the usual day has paid by now
+    text: str  # the sentence for ops
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """The baseline band of one open deadline, as read at the latest step."""
+
+    acquirer: str
+    channel: str
+    deadline_ms: int
+    trade_day: int  # the sales' trade date (ordinal): a deadline has one band per trade date
+    kind: str  # 1d, 2d, 3d+: calendar days from trade date to deadline
+    history: int  # settle days the band is learned from
+    expected_share: float  # median day, paid share by now
+    low_share: float  # lower band
+    paid_share: float  # today
+    later_ms: int  # today's lag behind the median day
+    usual_ms: int | None
+    sales: int  # sales due by the deadline, paid or not
+    due_sales: int  # of those, not paid yet
+    due_minor: tuple[tuple[str, int], ...]
+    warning: bool
+
+
+class _Deadline:
+    __slots__ = ("acquirer", "channel", "deadline_ms", "trade_day", "due_sales", "paid_sales",
+                 "due_minor", "paid_minor", "shares", "clean", "warned", "active", "recent")
+
+    def __init__(self, acquirer: str, channel: str, deadline_ms: int, trade_day: int,
+                 steps: int) -> None:
+        self.acquirer = acquirer
+        self.channel = channel
+        self.deadline_ms = deadline_ms
+        self.trade_day = trade_day
+        self.due_sales = 0
+        self.paid_sales = 0
+        self.due_minor: dict[str, int] = {}
+        self.paid_minor: dict[str, int] = {}
+        self.shares = [math.nan] * steps  # paid share at each step before the deadline
+        self.clean = True
+        self.warned = False  # raised once already
+        self.active: EarlyWarningEvent | None = None
+        # credits booked after the last step sampled: a clock that jumps several steps (a
+        # backlog, a quiet input) samples each step with only the credits booked by then
+        self.recent: list[int] = []
+
+    def unpaid_minor(self) -> tuple[tuple[str, int], ...]:
+        paid = self.paid_minor
+        return tuple(sorted((c, v - paid.get(c, 0)) for c, v in self.due_minor.items()
+                            if v - paid.get(c, 0) > 0))
+
+
+@dataclass
+class _Baseline:
+    days: int
+    median: np.ndarray
+    low: np.ndarray
+    usual_index: int | None  # first step at which the median day has paid half
+
+
+@dataclass
+class _History:
+    days: deque = field(default_factory=deque)  # (deadline_ms, kind, shares tuple)
+    version: int = 0
+
+
+class EarlyWarning:
+    """Learns each (acquirer, channel)'s paid-share curve per deadline and warns when today's
+    runs behind it. Feed it through the reconciler's observer hooks and :meth:`advance_to`."""
+
+    def __init__(self, policy: Policy, config: EarlyWarningConfig | None = None) -> None:
+        self.policy = policy
+        self.config = cfg = config or policy.early_warning
+        self._steps = max(1, cfg.lookback_ms // cfg.step_ms)
+        self._span_ms = self._steps * cfg.step_ms
+        self.clock_ms = NEVER
+        self.started_ms = NEVER  # the first clock: deadlines sampled from then on may learn
+        self._step_done = NEVER  # the last step time sampled
+        # (acquirer, channel, deadline, trade date) -> its counters and curve
+        self._open: dict[tuple[str, str, int, int], _Deadline] = {}
+        self._history: dict[tuple[str, str], _History] = {}
+        self._cache: dict[tuple[str, str, str], tuple[int, _Baseline | None]] = {}
+        self._kinds: dict[int, str] = {}  # local date ordinal -> ORDINARY | AFTER_BREAK
+        self._raised: list[EarlyWarningEvent] = []
+        self._currencies: dict[tuple[str, str], set[str]] = {}  # every key heard of
+        self._zone = ZoneInfo(policy.timezone)
+
+    # -- the reconciler's hooks ------------------------------------------------------------------
+
+    def on_sale_due(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
+                    amount_minor: int, sales: int = 1, paid: bool = False,
+                    trade_day: int = 0) -> None:
+        if deadline_ms <= self.clock_ms:
+            return  # that deadline has come: its day is learned already
+        d = self._deadline(acquirer, channel, deadline_ms, trade_day)
+        if currency not in d.due_minor:
+            self._currencies.setdefault((acquirer, channel), set()).add(currency)
+        d.due_sales += sales
+        d.due_minor[currency] = d.due_minor.get(currency, 0) + sales * amount_minor
+        if paid:
+            d.paid_sales += sales
+            d.paid_minor[currency] = d.paid_minor.get(currency, 0) + sales * amount_minor
+
+    def on_sale_paid(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
+                     amount_minor: int, credit_ms: int, trade_day: int = 0) -> None:
+        if deadline_ms <= self.clock_ms:
+            return
+        d = self._deadline(acquirer, channel, deadline_ms, trade_day)
+        d.paid_sales += 1
+        d.paid_minor[currency] = d.paid_minor.get(currency, 0) + amount_minor
+        if credit_ms > self._step_done:
+            d.recent.append(credit_ms)
+
+    def _deadline(self, acquirer: str, channel: str, deadline_ms: int,
+                  trade_day: int) -> _Deadline:
+        key = (acquirer, channel, deadline_ms, trade_day)
+        d = self._open.get(key)
+        if d is None:
+            d = self._open[key] = _Deadline(acquirer, channel, deadline_ms, trade_day,
+                                            self._steps)
+        return d
+
+    # -- time ------------------------------------------------------------------------------------
+
+    def advance_to(self, clock_ms: int) -> list[EarlyWarningEvent]:
+        """Move the clock (event time, never backwards): sample every step passed, learn the
+        deadlines reached, and return the warnings raised for the first time."""
+        if clock_ms <= self.clock_ms:
+            return []
+        step = self.config.step_ms
+        if self.clock_ms == NEVER:
+            self.started_ms = clock_ms
+            self._step_done = clock_ms // step * step
+        self.clock_ms = clock_ms
+        last = clock_ms // step * step
+        g = self._step_done + step
+        if self._open and g <= last:
+            # Only the steps some open deadline samples: a long jump costs its deadlines, not
+            # its length.
+            for at in self._sample_times(g, last):
+                self._sample(at)
+        self._step_done = last
+        for d in self._open.values():
+            if d.recent:
+                d.recent = [t for t in d.recent if t > last]
+        self._learn_reached(clock_ms)
+        if not self.config.enabled:
+            self._raised.clear()
+        raised, self._raised = self._raised, []
+        return raised
+
+    def _sample_times(self, first: int, last: int) -> list[int]:
+        step, span = self.config.step_ms, self._span_ms
+        times: set[int] = set()
+        for d in self._open.values():
+            lo = max(first, d.deadline_ms - span)
+            hi = min(last, d.deadline_ms - 1)
+            if lo > hi:
+                continue
+            lo = -(-lo // step) * step  # round up to a step
+            if hi - lo > span:
+                lo = hi - hi % step - span
+            times.update(range(lo, hi + 1, step))
+        return sorted(times)
+
+    def _sample(self, at: int) -> None:
+        step, span = self.config.step_ms, self._span_ms
+        for d in self._open.values():
+            if not d.deadline_ms - span <= at < d.deadline_ms:
+                continue
+            i = (at - (d.deadline_ms - span)) // step
+            if d.due_sales > 0:
+                d.shares[i] = self._paid_by(d, at) / d.due_sales
+            self._judge(d, i, at)
+
+    @staticmethod
+    def _paid_by(d: _Deadline, at: int) -> int:
+        if not d.recent:
+            return d.paid_sales
+        return d.paid_sales - sum(1 for t in d.recent if t > at)
+
+    def _learn_reached(self, clock_ms: int) -> None:
+        reached = [k for k, d in self._open.items() if d.deadline_ms <= clock_ms]
+        for key in reached:
+            d = self._open.pop(key)
+            if (d.clean and d.deadline_ms - self._span_ms >= self.started_ms
+                    and d.due_sales >= self.config.min_due_sales):
+                h = self._history.setdefault((d.acquirer, d.channel), _History())
+                h.days.append((d.deadline_ms, self._kind(d), tuple(d.shares)))
+                h.version += 1
+        window = self.config.window_ms
+        for h in self._history.values():
+            while h.days and h.days[0][0] < clock_ms - window:
+                h.days.popleft()
+                h.version += 1
+
+    def disrupt(self) -> None:
+        """The sales behind the open deadlines' counters changed under them (a partition came
+        to this worker with items it did not see open, or left with items it did): those
+        deadlines neither learn nor warn."""
+        for d in self._open.values():
+            d.clean = False
+            d.active = None
+
+    # -- the baseline ----------------------------------------------------------------------------
+
+    def _kind(self, d: _Deadline) -> str:
+        """1d: due at most a day after its trade date; 2d, 3d+: a weekend or a holiday lies
+        between (a Saturday's sales due on Monday, a Friday's)."""
+        span = self.policy.local_day(d.deadline_ms) - d.trade_day
+        return KINDS[min(max(span, 1), 3) - 1]
+
+    def baseline(self, acquirer: str, channel: str, kind: str) -> _Baseline | None:
+        """The band for a deadline of this kind: its own kind's days, or both kinds pooled when
+        its kind has fewer than min_history; None without min_history days at all."""
+        h = self._history.get((acquirer, channel))
+        if h is None:
+            return None
+        key = (acquirer, channel, kind)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == h.version:
+            return hit[1]
+        need = self.config.min_history
+        rows = [s for _, k, s in h.days if k == kind]
+        if len(rows) < need:
+            rows = [s for _, _, s in h.days]
+        base = self._band(rows) if len(rows) >= need else None
+        self._cache[key] = (h.version, base)
+        return base
+
+    def _band(self, rows: list[tuple[float, ...]]) -> _Baseline:
+        m = np.array(rows, dtype=float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a step no day sampled: NaN
+            median = np.nanmedian(m, axis=0)
+            low = np.nanpercentile(m, self.config.band_pct, axis=0)
+        half = np.nonzero(median >= HALF)[0]
+        return _Baseline(len(rows), median, low, int(half[0]) if half.size else None)
+
+    @staticmethod
+    def _behind(curve: np.ndarray, i: int, share: float) -> int | None:
+        """Steps since the curve first went above today's share (None: it never did by step
+        i, so today is not behind it)."""
+        above = np.nonzero(curve[: i + 1] > share)[0]
+        return None if not above.size else i - int(above[0])
+
+    # -- the warning -----------------------------------------------------------------------------
+
+    def _judge(self, d: _Deadline, i: int, at: int) -> None:
+        cfg = self.config
+        d.active = None
+        if not d.clean or d.due_sales < cfg.min_due_sales:
+            return
+        base = self.baseline(d.acquirer, d.channel, self._kind(d))
+        if base is None:
+            return
+        expected = float(base.median[i])
+        if math.isnan(expected) or expected * 100 < cfg.min_expected_pct:
+            return
+        share = self._paid_by(d, at) / d.due_sales
+        if (expected - share) * 100 < cfg.min_shortfall_pct:
+            return  # a tail of a few unpaid sales is for "missing" to judge, not a slowdown
+        behind = self._behind(base.low, i, share)
+        if behind is None or behind * cfg.step_ms < cfg.min_lag_ms:
+            return
+        later = (self._behind(base.median, i, share) or 0) * cfg.step_ms
+        usual = (None if base.usual_index is None
+                 else d.deadline_ms - self._span_ms + base.usual_index * cfg.step_ms)
+        # the words quote everything still due by that deadline, whatever its trade date
+        sales, due = self._still_due(d.acquirer, d.channel, d.deadline_ms)
+        w = EarlyWarningEvent(
+            d.acquirer, d.channel, d.deadline_ms, at, later, behind * cfg.step_ms, usual,
+            sales, due, share, expected,
+            self.sentence(d.acquirer, d.channel, later, usual, sales, due, d.deadline_ms, at))
+        d.active = w
+        if not d.warned:
+            d.warned = True
+            self._raised.append(w)
+
+    def _still_due(self, acquirer: str, channel: str,
+                   deadline_ms: int) -> tuple[int, tuple[tuple[str, int], ...]]:
+        sales = 0
+        minor: dict[str, int] = {}
+        for d in self._open.values():
+            if d.deadline_ms == deadline_ms and d.acquirer == acquirer and d.channel == channel:
+                sales += d.due_sales - d.paid_sales
+                for c, v in d.unpaid_minor():
+                    minor[c] = minor.get(c, 0) + v
+        return sales, tuple(sorted(minor.items()))
+
+    def take_raised(self) -> list[EarlyWarningEvent]:
+        raised, self._raised = self._raised, []
+        return raised
+
+    def active(self) -> list[EarlyWarningEvent]:
+        """The warnings holding at the latest step, by acquirer, channel and deadline."""
+        if not self.config.enabled:
+            return []
+        return sorted((d.active for d in self._open.values() if d.active is not None),
+                      key=lambda w: (w.acquirer, w.channel, w.deadline_ms))
+
+    def bands(self) -> list[Band]:
+        """Every open deadline inside its lookback with a learned baseline, read now."""
+        out = []
+        step, span = self.config.step_ms, self._span_ms
+        at = self._step_done
+        for d in self._open.values():
+            if not d.deadline_ms - span <= at < d.deadline_ms or d.due_sales <= 0:
+                continue
+            base = self.baseline(d.acquirer, d.channel, self._kind(d))
+            if base is None:
+                continue
+            i = (at - (d.deadline_ms - span)) // step
+            share = d.paid_sales / d.due_sales
+            usual = (None if base.usual_index is None
+                     else d.deadline_ms - span + base.usual_index * step)
+            out.append(Band(d.acquirer, d.channel, d.deadline_ms, d.trade_day, self._kind(d),
+                            base.days,
+                            _num(base.median[i]), _num(base.low[i]), share,
+                            (self._behind(base.median, i, share) or 0) * step, usual,
+                            d.due_sales, d.due_sales - d.paid_sales, d.unpaid_minor(),
+                            d.active is not None and self.config.enabled))
+        return sorted(out, key=lambda b: (b.acquirer, b.channel, b.deadline_ms, b.trade_day))
+
+    def known(self) -> dict[tuple[str, str], set[str]]:
+        """Every (acquirer, channel) a sale was due for since the start, with its currencies."""
+        return self._currencies
+
+    def history_days(self, acquirer: str, channel: str) -> int:
+        h = self._history.get((acquirer, channel))
+        return len(h.days) if h else 0
+
+    # -- words -----------------------------------------------------------------------------------
+
+    def sentence(self, acquirer: str, channel: str, later_ms: int, usual_ms: int | None,
+                 due_sales: int, due_minor: tuple[tuple[str, int], ...], deadline_ms: int,
+                 at_ms: int) -> str:
+        """'acq-x (qr) is paying 3 h later than its usual 09:40; 1,240 sales, 2.3M CNY due by
+        10:00'."""
+        who = f"{acquirer} ({channel})" if channel else acquirer
+        usual = f" than its usual {self._local(usual_ms, at_ms)}" if usual_ms is not None else \
+            " than usual"
+        money = " + ".join(f"{money_words(v, c)} {c}" for c, v in due_minor) or "nothing"
+        return (f"{who} is paying {duration_words(later_ms)} later{usual}; "
+                f"{due_sales:,} sales, {money} due by {self._local(deadline_ms, at_ms)}")
+
+    def _local(self, ms: int, now_ms: int) -> str:
+        t = datetime.fromtimestamp(ms / 1000, timezone.utc).astimezone(self._zone)
+        now = datetime.fromtimestamp(now_ms / 1000, timezone.utc).astimezone(self._zone)
+        return t.strftime("%H:%M") if t.date() == now.date() else t.strftime("%a %H:%M")
+
+    # -- plain data ------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The learned history as plain data: {"acquirer\\x1fchannel": [[deadline_ms, kind,
+        [share per step, None for none]], ...]}."""
+        return {f"{a}\x1f{c}": [[t, k, [None if math.isnan(x) else round(x, 4) for x in s]]
+                                for t, k, s in h.days]
+                for (a, c), h in sorted(self._history.items())}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        for key, days in snap.items():
+            acquirer, _, channel = key.partition("\x1f")
+            h = self._history.setdefault((acquirer, channel), _History())
+            for t, k, s in days:
+                row = [math.nan if x is None else float(x) for x in s]
+                if len(row) == self._steps:
+                    h.days.append((int(t), str(k), tuple(row)))
+            h.version += 1
+
+
+def _num(x: Any) -> float:
+    x = float(x)
+    return 0.0 if math.isnan(x) else x
+
+
+def duration_words(ms: int) -> str:
+    """3 h, 2 h 15 min, 45 min."""
+    minutes = ms // 60_000
+    h, m = divmod(minutes, 60)
+    if h and m:
+        return f"{h} h {m} min"
+    return f"{h} h" if h else f"{m} min"
+
+
+def money_words(minor: int, currency: str) -> str:
+    """Minor units in the currency's major unit, short: 2.3M, 45.2k, 812.50."""
+    major = minor / 10 ** minor_digits(currency)
+    if major >= 1_000_000:
+        return f"{major / 1_000_000:.1f}M"
+    if major >= 10_000:
+        return f"{major / 1_000:.1f}k"
+    return f"{major:,.{minor_digits(currency)}f}"

@@ -1,0 +1,278 @@
+"""The early warning: each acquirer's settlement baseline, learned from its own credits, and a
+warning when today's credits run behind it while the deadline is still ahead."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from streams.core.earlywarning import EarlyWarning, duration_words, money_words
+from streams.core.events import FindingKind, Status
+from streams.core.policy import PolicyError
+from streams.core.reconcile import Reconciler
+from tests.core.builders import DAY, HOUR, MIN, TEST_POLICY, credit, ms, policy, sale
+
+ACQ = "acq-batch"  # TEST_POLICY: batch, T+1 10:00, cut-off 23:00, grace 1h
+
+
+def _policy(**warning):
+    doc = {**TEST_POLICY, "early_warning": {"min_due_sales": 10, **warning}}
+    return policy(**doc)
+
+
+class Hooks:
+    """A reconciler observer that hands the early-warning hooks to an EarlyWarning."""
+
+    def __init__(self, ew: EarlyWarning) -> None:
+        self.on_sale_due = ew.on_sale_due
+        self.on_sale_paid = ew.on_sale_paid
+
+    def on_settled(self, *a, **k): pass
+    def on_item_opened(self, *a, **k): pass
+    def on_item_closed(self, *a, **k): pass
+    def on_late_data(self, *a, **k): pass
+    def on_redelivery(self, *a, **k): pass
+
+
+def traffic(p, first_day: str, days: int, *, merchants: int = 30, pays_at: str = "05:00",
+            slow_from: str | None = None, slow_by_ms: int = 0, seed: int = 3) -> list:
+    """Each merchant sells 3 times a trade day (10:00-20:00 local) in one batch; the acquirer
+    books each batch's credit around `pays_at` local (+-40 min) on its due day, and from the
+    due day `slow_from` on, `slow_by_ms` later."""
+    rng = random.Random(seed)
+    cycle = p.cycle_for(ACQ, "m0")
+    start = ms(f"{first_day} 00:00")
+    hh, mm = map(int, pays_at.split(":"))
+    events = []
+    for day in range(days):
+        day_ms = start + day * DAY
+        trade_day = p.trade_day(day_ms + 12 * HOUR, cycle)
+        deadline = p.batch_deadline_ms(trade_day, cycle)
+        # the credit's local clock time on the due day: deadline is 10:00 local
+        pay = deadline - 10 * HOUR + hh * HOUR + mm * MIN
+        for m in range(merchants):
+            batch = f"B{m}-{trade_day}"
+            total = 0
+            for k in range(3):
+                at = day_ms + 10 * HOUR + rng.randrange(10 * HOUR)
+                amount = rng.randrange(1_000, 100_000)
+                total += amount - (amount * 60 + 5000) // 10_000
+                events.append(sale(f"A{m}-{day}-{k}", at, amount, merchant=f"m{m}",
+                                   acquirer=ACQ, batch_id=batch))
+            at = pay + int(rng.gauss(0, 40 * MIN))
+            if slow_from is not None and deadline >= ms(f"{slow_from} 00:00"):
+                at += slow_by_ms
+            events.append(credit(f"C{m}-{day}", at, total, merchant=f"m{m}",
+                                 acquirer=ACQ, batch_id=batch))
+    return sorted(events, key=lambda e: e.event_time_ms)
+
+
+def feed_hourly(p, events, rec: Reconciler, until: int, after_hour=lambda: None) -> list:
+    """Feed the events an hour of event time at a time, moving the reconciler's clock to each
+    hour as the live worker's wall clock does on a quiet feed (sales stop at night), and call
+    `after_hour()` after each; return the findings."""
+    findings = []
+    hour = events[0].event_time_ms // HOUR * HOUR + HOUR
+    i = 0
+    while hour <= until:
+        j = i
+        while j < len(events) and events[j].event_time_ms < hour:
+            j += 1
+        findings += rec.on_events(events[i:j])
+        findings += rec.advance_to(hour - p.lateness_ms)
+        after_hour()
+        i, hour = j, hour + HOUR
+    return findings
+
+
+def run(p, events, ew: EarlyWarning | None = None, until: int | None = None, *,
+        hooks: bool = True):
+    """Feed hourly through a reconciler whose hooks go to `ew`; return (warnings raised,
+    findings)."""
+    ew = ew or EarlyWarning(p)
+    rec = Reconciler(p, Hooks(ew) if hooks else None)
+    raised: list = []
+    end = until or events[-1].event_time_ms + DAY
+    findings = feed_hourly(p, events, rec, end, lambda: raised.extend(ew.advance_to(rec.clock_ms)))
+    done = [e for e in events if e.event_time_ms >= end]
+    findings += rec.on_events(done) + rec.advance_to(end)
+    raised += ew.advance_to(rec.clock_ms)
+    return raised, findings
+
+
+def test_a_steady_acquirer_never_warns():
+    p = _policy()
+    raised, findings = run(p, traffic(p, "2026-11-02", 35))
+    assert raised == []
+    assert not [f for f in findings if f.kind == FindingKind.MISSING]
+
+
+def test_a_slowdown_warns_before_the_first_missing_by_more_than_an_hour():
+    p = _policy()
+    # from Monday 30 November on the acquirer books at 09:30 instead of 05:00: past 10:00 + 1h
+    # for the slower part of each day's batches
+    events = traffic(p, "2026-11-02", 30, slow_from="2026-11-30", slow_by_ms=4 * HOUR + 30 * MIN)
+    raised, findings = run(p, events)
+    first_missing = min(f.event_time_ms for f in findings
+                        if f.kind == FindingKind.MISSING and f.status == Status.OPEN)
+    assert raised, "no early warning"
+    first = raised[0]
+    assert first.deadline_ms >= ms("2026-11-30 00:00")
+    assert first_missing - first.at_ms >= HOUR
+    assert first.at_ms < first.deadline_ms  # while the deadline is still ahead
+
+
+def test_a_holiday_week_does_not_warn():
+    # TEST_POLICY: 1-7 October holidays (3, 4 a weekend), 27 September and 10 October worked:
+    # the week's sales are all due on 8 October, and paid by then as usual
+    p = _policy()
+    raised, findings = run(p, traffic(p, "2026-09-01", 45))
+    assert raised == []
+    due_8th = [f for f in findings if f.kind == FindingKind.MISSING]
+    assert due_8th == []
+
+
+def test_the_warning_says_who_is_how_late_against_which_usual_time_and_what_is_due():
+    p = _policy()
+    events = traffic(p, "2026-11-02", 30, slow_from="2026-11-30", slow_by_ms=5 * HOUR)
+    raised, _ = run(p, events)
+    w = raised[0]
+    assert w.acquirer == ACQ and w.channel == "credit"
+    assert w.text.startswith(f"{ACQ} (credit) is paying ")
+    assert " later than its usual 0" in w.text  # about 05:00 local
+    assert f"; {w.due_sales:,} sales, " in w.text and w.text.endswith(" CNY due by 10:00")
+    assert w.due_sales > 0 and w.due_minor[0][0] == "CNY"
+    assert w.later_ms >= HOUR and w.behind_band_ms >= p.early_warning.min_lag_ms
+    assert w.paid_share < w.expected_share
+
+
+def test_words_for_durations_and_money():
+    assert duration_words(3 * HOUR) == "3 h"
+    assert duration_words(2 * HOUR + 15 * MIN) == "2 h 15 min"
+    assert duration_words(45 * MIN) == "45 min"
+    assert money_words(230_000_000, "CNY") == "2.3M"
+    assert money_words(4_520_000, "CNY") == "45.2k"
+    assert money_words(81_250, "CNY") == "812.50"
+    assert money_words(81_250, "JPY") == "81.2k"
+
+
+def test_a_restarted_module_does_not_warn_until_it_has_relearned_min_history_days():
+    p = _policy(min_history=5)
+    events = traffic(p, "2026-11-02", 30, slow_from="2026-11-30", slow_by_ms=5 * HOUR)
+    # a worker started on 27 November: three settle days of its own before the slowdown
+    late_start = [e for e in events if e.event_time_ms >= ms("2026-11-27 00:00")]
+    ew = EarlyWarning(p)
+    raised, _ = run(p, late_start, ew)
+    assert raised == []
+    # the same days seen from the start warn
+    assert run(p, events)[0]
+
+
+def test_a_restored_baseline_warns_at_once():
+    p = _policy()
+    learned = EarlyWarning(p)
+    run(p, traffic(p, "2026-11-02", 25), learned, until=ms("2026-11-27 00:00"))
+    snap = learned.snapshot()
+    assert snap and all(len(days) >= 5 for days in snap.values())
+    ew = EarlyWarning(p)
+    ew.restore(snap)
+    events = traffic(p, "2026-11-02", 30, slow_from="2026-11-30", slow_by_ms=5 * HOUR)
+    raised, _ = run(p, [e for e in events if e.event_time_ms >= ms("2026-11-27 00:00")], ew)
+    assert raised and raised[0].deadline_ms >= ms("2026-11-30 00:00")
+
+
+def test_a_disrupted_deadline_neither_learns_nor_warns():
+    p = _policy()
+    events = traffic(p, "2026-11-02", 30, slow_from="2026-11-30", slow_by_ms=5 * HOUR)
+    ew = EarlyWarning(p)
+    before = [e for e in events if e.event_time_ms < ms("2026-11-30 00:00")]
+    after = [e for e in events if e.event_time_ms >= ms("2026-11-30 00:00")]
+    rec = Reconciler(p, Hooks(ew))
+    rec.on_events(before)
+    ew.advance_to(rec.clock_ms)
+    learned = ew.history_days(ACQ, "credit")
+    ew.disrupt()  # e.g. a partition moved: the counters of the open deadlines are partial
+    # the deadline of 30 November is open now (its sales of the 29th are in)
+    raised = []
+    for e in after:
+        raised += [w for w in (rec.on_event(e) and []) or ew.advance_to(rec.clock_ms)]
+    assert all(w.deadline_ms > ms("2026-11-30 10:00") for w in raised)
+    assert ew.history_days(ACQ, "credit") >= learned  # later, undisturbed days still learn
+
+
+def test_a_feed_with_the_hooks_gives_the_same_findings_as_without():
+    p = _policy()
+    events = traffic(p, "2026-11-02", 30, slow_from="2026-11-30", slow_by_ms=5 * HOUR)
+    with_hooks = run(p, events)[1]
+    without = run(p, events, hooks=False)[1]
+    assert [f.anomaly_id for f in with_hooks] == [f.anomaly_id for f in without]
+    assert with_hooks == without
+
+
+def test_a_disabled_early_warning_learns_but_never_warns():
+    p = _policy(enabled=False)
+    events = traffic(p, "2026-11-02", 30, slow_from="2026-11-30", slow_by_ms=5 * HOUR)
+    ew = EarlyWarning(p)
+    raised, _ = run(p, events, ew)
+    assert raised == [] and ew.active() == []
+    assert ew.history_days(ACQ, "credit") >= 5
+
+
+def test_the_band_shows_the_usual_share_the_slow_share_and_today():
+    p = _policy()
+    events = traffic(p, "2026-11-02", 30, slow_from="2026-11-30", slow_by_ms=5 * HOUR)
+    ew = EarlyWarning(p)
+    run(p, [e for e in events if e.event_time_ms < ms("2026-11-30 08:00")], ew,
+        until=ms("2026-11-30 08:00"))
+    sunday = p.local_day(ms("2026-11-29 12:00"))
+    (band,) = [b for b in ew.bands()
+               if b.deadline_ms == ms("2026-11-30 10:00") and b.trade_day == sunday]
+    assert band.history >= 5 and band.warning
+    assert band.expected_share >= band.low_share > band.paid_share
+    assert band.due_sales > 0
+
+
+@pytest.mark.parametrize("table, key", [
+    ({"min_lag": "soon"}, "early_warning.min_lag"),
+    ({"band_pct": 70}, "early_warning.band_pct"),
+    ({"lookback": "1m", "step": "15m"}, "early_warning.lookback"),
+    ({"enabled": "yes"}, "early_warning.enabled"),
+    ({"window_days": 3}, "early_warning"),
+])
+def test_a_bad_early_warning_setting_is_refused_with_its_key(table, key):
+    with pytest.raises(PolicyError) as err:
+        policy(**{**TEST_POLICY, "early_warning": table})
+    assert key in str(err.value)
+
+
+def test_the_shipped_policy_has_the_documented_early_warning_defaults():
+    from streams.core.policy import EarlyWarningConfig, default_policy
+    assert default_policy().early_warning == EarlyWarningConfig()
+
+
+def test_a_backlog_read_in_one_go_learns_the_curve_of_a_feed_read_as_it_happens():
+    p = _policy()
+    events = traffic(p, "2026-11-02", 20)
+    start = ms("2026-11-03 00:00")
+    hourly = EarlyWarning(p)
+    run(p, events, hourly, until=ms("2026-11-22 12:00"))
+    # the same days, the reconciler's clock moved once a day (a quiet feed without ticks, or
+    # a worker catching up on a backlog): each step still counts only the credits booked by it
+    daily = EarlyWarning(p)
+    rec = Reconciler(p, Hooks(daily))
+    rec.on_events([e for e in events if e.event_time_ms < start])
+    daily.advance_to(rec.clock_ms)
+    for day in range(1, 20):
+        cut = start + day * DAY
+        rec.on_events([e for e in events if cut - DAY <= e.event_time_ms < cut])
+        rec.advance_to(cut)
+        daily.advance_to(rec.clock_ms)
+    learned = {t: s for t, _, s in hourly.snapshot()[f"{ACQ}\x1fcredit"]}
+    again = {t: s for t, _, s in daily.snapshot()[f"{ACQ}\x1fcredit"]}
+    common = set(learned) & set(again)  # the first days differ by when each module started
+    assert len(common) >= 10
+    for t in sorted(common):
+        shares = learned[t]
+        # where the hourly feed had sales due, both agree; before, a jump already counts them
+        assert [x for x in shares if x is not None] == \
+            [y for x, y in zip(shares, again[t]) if x is not None], t

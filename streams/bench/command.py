@@ -40,7 +40,9 @@ def bench_core_command(config: str | None, events: int, small: int, open_sales: 
     load_before = os.getloadavg()
     at_small = fresh("_throughput", str(small), "--batch", str(batch))
     at_large = fresh("_throughput", str(events), "--batch", str(batch))
-    memory = fresh("_open-sales", str(open_sales))
+    memory = fresh("_open-sales", str(open_sales))  # the live worker's state
+    with_evidence = fresh("_open-sales", str(open_sales), "--evidence")  # replay's
+    at_end = fresh("_open-sales", str(open_sales), "--at-end")
     result = {
         "bench": "core", "batch": batch,
         "small": at_small["events"], "large": at_large["events"],
@@ -54,6 +56,8 @@ def bench_core_command(config: str | None, events: int, small: int, open_sales: 
         "peak_rss_mb_large": at_large["peak_rss_mb"],
         "findings_large": at_large["findings"],
         "open_sales": memory["open_sales"], "bytes_per_open_sale": memory["bytes_per_open_sale"],
+        "bytes_per_open_sale_with_evidence": with_evidence["bytes_per_open_sale"],
+        "bytes_per_open_sale_released_at_end": at_end["bytes_per_open_sale"],
         "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
     click.echo(json.dumps(result))
@@ -80,9 +84,11 @@ def _throughput_command(events: int, batch: int, config: str | None) -> None:
 @bench_command.command("_open-sales", hidden=True)
 @click.argument("sales", type=int)
 @click.option("--config", type=click.Path(exists=True, dir_okay=False))
-def _open_sales_command(sales: int, config: str | None) -> None:
+@click.option("--evidence", is_flag=True, help="The replay's state (evidence kept).")
+@click.option("--at-end", is_flag=True, help="Release every sale at the end, not as they come.")
+def _open_sales_command(sales: int, config: str | None, evidence: bool, at_end: bool) -> None:
     policy = load_policy(config) if config else default_policy()
-    click.echo(json.dumps(bench_open_sales(policy, sales)))
+    click.echo(json.dumps(bench_open_sales(policy, sales, evidence, at_end)))
 
 
 @bench_command.command("causes")

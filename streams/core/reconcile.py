@@ -46,8 +46,11 @@ items, kept ``redelivery_window`` after each event's own time (bucketed by UTC d
 Time structures. The timers are a calendar queue (:class:`_Calendar`): buckets of time holding
 sets of timers, a heap of bucket numbers, and a small heap of the timers the clock has reached.
 Deadlines cluster (every T+1 sale of a trade date shares one), a timer that moves is cancelled
-(never left stale), and a push costs a set insertion. The event buffer, which only holds the
-events within the lateness, stays a plain heap.
+(never left stale), and a push costs a set insertion. Closes go one level further: the items
+closing at one time sit in one set (``_closes``) behind a single timer whose merchant is "",
+which sorts before every other timer of its time and kind; it closes them by merchant and key,
+the order one timer each gave, and a close that moves leaves its set. The event buffer, which
+only holds the events within the lateness, stays a plain heap.
 
 State for the live worker, per change
 -------------------------------------
@@ -82,10 +85,29 @@ The older whole-merchant form (:meth:`snapshot_merchant` / :meth:`restore_mercha
 :meth:`take_dirty`) is kept over the same state for existing callers.
 
 Evidence. A finding's ``evidence`` (the sales, credits and cycle behind it) is built when the
-finding is raised, from the state that decided it: the sales' terminal, card and trace fields
-stay in the state for it. Rebuilding it on the audit side from the inputs would have to replay
-this file's every rule to know a sale's refunds and reversals as of the finding, so it stays
-here, where it is exact (and file replay stays byte-identical).
+finding is raised, from the state that decided it, by a reconciler built with
+``evidence=True`` (the default: file and Kafka replay, tests), whose sales also keep their
+terminal, masked card and trace fields (:class:`EvidenceSale`, :class:`EvidenceSaleItem`).
+The live worker builds it with ``evidence=False``: its records on settlewatch.anomalies carry
+no evidence (streams.wire.encode), so its findings have ``evidence`` None and its sales keep
+only what decides findings (:class:`Sale`, :class:`SaleItem`; the evidence-only fields read as
+None and are written as None in take_changes' values, which keep their shape). Findings are
+identical either way in every wire field (tests/core/test_compact.py). Rebuilding evidence on
+the audit side from the replayed inputs instead would have to re-derive, as of each finding,
+a sale's reversals and refunds and which of them were netted into a later credit, i.e. run
+this file's rules a second time; the replay has every input and runs this file anyway, so it
+keeps ``evidence=True`` and its output stays byte-identical.
+
+Representation (issue 13). Per open sale the live state holds: one slotted object (a per-sale
+item is its own sale, :class:`SaleItem`; a batch's sale is a :class:`Sale` in its
+:class:`BatchItem`), its auth_id string (the key of ``Merchant.items`` or of
+``Merchant.batch_of``, whose values are the batch item's own key string), its amount and time
+ints, and a place in the set of the items closing at its close time (``_closes``: one timer and
+one int object per distinct close time, not per item; deadlines cluster at cut-offs). An item
+has no subject or deadline slot (they follow from its key and close). Settled and void items
+are dropped ``keep_settled`` after their last activity, leaving only their tagged ids in the
+redelivery store. What this does not do, and what 400 bytes per open sale or 300k events/s
+would take, is in README's performance notes: columnar (numpy) rows keyed by an int index.
 """
 from __future__ import annotations
 
@@ -198,26 +220,20 @@ class Stats:
 
 
 class Sale:
-    # No event_id: a sale is one auth_id, and a second authorisation for it is a redelivery.
-    __slots__ = ("auth_id", "terminal_id", "channel", "amount_minor", "approved",
-                 "event_time_ms", "reversed_minor", "refunded_minor", "pan_masked", "adjustments",
-                 "refs")
+    """What decides findings about one sale. The evidence-only fields (terminal, masked card,
+    STAN/RRN/auth code) are in :class:`EvidenceSale`, kept only by a reconciler built with
+    ``evidence=True`` (replay, tests); here they read as None."""
 
-    def __init__(self, e: PosEvent, terminal_id: str) -> None:
-        # STAN, RRN and auth code: what a bank asks for to trace a sale (None when none given)
-        self.refs: tuple[str | None, str | None, str | None] | None = (
-            (e.stan, e.rrn, e.auth_code) if e.stan or e.rrn or e.auth_code else None)
+    # No event_id: a sale is one auth_id, and a second authorisation for it is a redelivery.
+    __slots__ = ("auth_id", "channel", "amount_minor", "approved", "event_time_ms",
+                 "reversed_minor", "refunded_minor", "adjustments")
+    terminal_id: str | None = None
+    pan_masked: str | None = None
+    refs: tuple[str | None, str | None, str | None] | None = None
+
+    def __init__(self, e: PosEvent) -> None:
         self.auth_id = e.auth_id
-        self.terminal_id = terminal_id
-        self.channel = e.channel
-        self.amount_minor = e.amount_minor
-        self.approved = e.status != DECLINED
-        self.event_time_ms = e.event_time_ms
-        self.reversed_minor = 0
-        self.refunded_minor = 0
-        self.pan_masked = e.pan_masked
-        # (type, event_id, amount, ms, post_payment)
-        self.adjustments: list[tuple] | None = None
+        _sale_fields(self, e)
 
     def captured_minor(self) -> int:
         """What the sale is worth after reversals: nothing if declined or fully reversed."""
@@ -226,29 +242,124 @@ class Sale:
         return max(self.amount_minor - self.reversed_minor, 0)
 
 
-class Item:
-    __slots__ = ("key", "subject", "merchant_id", "acquirer", "currency", "cycle", "is_batch",
-                 "trade_day", "deadline_ms", "close_ms", "sales", "credits", "state", "payer",
-                 "expire_ms", "last_sale_ms", "cached")
+def _sale_fields(s: Sale | SaleItem, e: PosEvent) -> None:
+    """What decides findings about a sale, from its authorisation (Sale and SaleItem)."""
+    s.channel = e.channel
+    s.amount_minor = e.amount_minor
+    s.approved = e.status != DECLINED
+    s.event_time_ms = e.event_time_ms
+    s.reversed_minor = 0
+    s.refunded_minor = 0
+    # (type, event_id, amount, ms, post_payment)
+    s.adjustments = None
 
-    def __init__(self, key: str, subject: str, e: PosEvent, cycle: Cycle, is_batch: bool) -> None:
+
+class EvidenceSale(Sale):
+    """A sale with the fields only a finding's evidence shows."""
+
+    __slots__ = ("terminal_id", "pan_masked", "refs")
+
+    def __init__(self, e: PosEvent, terminal_id: str | None = None) -> None:
+        Sale.__init__(self, e)
+        _keep_evidence(self, e, terminal_id)
+
+
+def _keep_evidence(s: EvidenceSale | EvidenceSaleItem, e: PosEvent,
+                   terminal_id: str | None) -> None:
+    s.terminal_id = terminal_id if terminal_id is not None else e.terminal_id
+    s.pan_masked = e.pan_masked
+    # STAN, RRN and auth code: what a bank asks for to trace a sale (None when none given)
+    s.refs = (e.stan, e.rrn, e.auth_code) if e.stan or e.rrn or e.auth_code else None
+
+
+class Item:
+    """What a credit pays: the fields every item has. A batch is a :class:`BatchItem` holding
+    its sales; a per-sale item is a :class:`SaleItem`, which is its own (one) sale, so that an
+    open sale is one object.
+
+    No subject and no deadline slots: both follow from others (a per-sale item's subject is its
+    key, a batch's its key after _batch_key's prefix; the deadline is the close less the
+    cycle's grace), one pointer and one int object less per item."""
+
+    __slots__ = ("key", "merchant_id", "acquirer", "currency", "cycle", "close_ms", "credits",
+                 "state", "payer", "expire_ms", "cached")
+    is_batch = False
+    trade_day = 0
+    sales: Any  # list[Sale] of a batch; (the item itself,) of a per-sale item
+    last_sale_ms: int
+
+    def __init__(self, key: str, e: PosEvent, cycle: Cycle) -> None:
         self.key = key
-        self.subject = subject
         self.merchant_id = e.merchant_id
         self.acquirer = e.acquirer
         self.currency = e.currency
         self.cycle = cycle
-        self.is_batch = is_batch
-        self.trade_day = 0
-        self.deadline_ms = 0
-        self.close_ms = 0
-        self.sales: list[Sale] = []
+        self.close_ms = cycle.grace_ms  # a deadline of 0 until set
         self.credits: list[str] = _NO_CREDITS  # credit_ids attached, in arrival order
         self.state = OPEN
         self.payer: str | None = None
         self.expire_ms = FOREVER
-        self.last_sale_ms = e.event_time_ms
         self.cached: tuple[int, int] | None = None  # (expected net, approved sales), memo
+
+    @property
+    def subject(self) -> str:
+        return self.key[_BATCH_PREFIX:] if self.is_batch else self.key
+
+    @property
+    def deadline_ms(self) -> int:
+        return self.close_ms - self.cycle.grace_ms
+
+
+class BatchItem(Item):
+    """A terminal batch (cycle mode ``batch``): its sales, due by its latest trade date."""
+
+    __slots__ = ("trade_day", "sales", "last_sale_ms")
+    is_batch = True
+
+    def __init__(self, key: str, e: PosEvent, cycle: Cycle) -> None:
+        Item.__init__(self, key, e, cycle)
+        self.trade_day = 0
+        self.sales: list[Sale] = []
+        self.last_sale_ms = e.event_time_ms
+
+
+class SaleItem(Item):
+    """A per-sale item and its one sale in one object: the sale's fields are Sale's, its
+    auth_id is the item's key."""
+
+    __slots__ = ("channel", "amount_minor", "approved", "event_time_ms", "reversed_minor",
+                 "refunded_minor", "adjustments")
+    terminal_id: str | None = None
+    pan_masked: str | None = None
+    refs: tuple[str | None, str | None, str | None] | None = None
+
+    def __init__(self, e: PosEvent, cycle: Cycle) -> None:
+        Item.__init__(self, e.auth_id, e, cycle)
+        _sale_fields(self, e)
+
+    @property
+    def auth_id(self) -> str:
+        return self.key
+
+    @property
+    def sales(self) -> tuple[SaleItem]:  # type: ignore[override]
+        return (self,)
+
+    @property
+    def last_sale_ms(self) -> int:  # type: ignore[override]
+        return self.event_time_ms
+
+    captured_minor = Sale.captured_minor
+
+
+class EvidenceSaleItem(SaleItem):
+    """A per-sale item with the fields only a finding's evidence shows (EvidenceSale's)."""
+
+    __slots__ = ("terminal_id", "pan_masked", "refs")
+
+    def __init__(self, e: PosEvent, cycle: Cycle, terminal_id: str | None = None) -> None:
+        SaleItem.__init__(self, e, cycle)
+        _keep_evidence(self, e, terminal_id)
 
 
 _NO_CREDITS: list[str] = []  # shared by every item without a credit; never appended to
@@ -296,6 +407,9 @@ _CREDIT_TIMER = "\x1fcredit:"  # + credit_id: the timer key that drops a retaine
 
 def _batch_key(batch_id: str) -> str:
     return "\x1fbatch:" + batch_id
+
+
+_BATCH_PREFIX = len(_batch_key(""))
 
 
 class _Calendar:
@@ -367,8 +481,12 @@ class Reconciler:
     """
 
     def __init__(self, policy: Policy, observer: Observer | None = None, *,
-                 track_changes: bool = False, aging: bool = False) -> None:
+                 track_changes: bool = False, aging: bool = False,
+                 evidence: bool = True) -> None:
         self.policy = policy
+        # evidence=False (the live worker: its records carry no evidence): findings have
+        # evidence None and sales keep only what decides findings (Sale, not EvidenceSale)
+        self.evidence = evidence
         self.observer = observer
         self.stats = Stats()
         self.merchants: dict[str, Merchant] = {}
@@ -380,8 +498,10 @@ class Reconciler:
         # (event_time_ms, rank, id, seq, merchant_id) per event not released yet: a plain heap,
         # as it holds only the events within the lateness (measured: cheaper than a calendar)
         self._buffer: list[tuple] = []
-        # (time_ms, timer kind, merchant_id, key)
+        # (time_ms, timer kind, merchant_id, key); closes are grouped by time (_close_timer)
         self._timers = _Calendar(60_000)
+        # close time -> (that time, the open items closing then): one timer per group
+        self._closes: dict[int, tuple[int, set[Item]]] = {}
         self._seq = 0
         self._out: list[Finding] = []
         self._dirty: set[str] = set()
@@ -395,7 +515,8 @@ class Reconciler:
         self._seen_days: dict[int, set[str]] = {}  # day -> merchants holding ids of that day
         self._open = 0  # items in state OPEN
         self._fee_bps = tuple(sorted(set(policy.all_fee_bps()) | set(COMMON_FEE_BPS)))
-        # One string per terminal, shared by its sales (a terminal makes thousands a day).
+        # One string per terminal, shared by its sales (a terminal makes thousands a day);
+        # only with evidence, as the terminal is evidence only.
         self._terminals: dict[str, str] = {}
         # Open-item counters for metrics (open_summary), kept from the items touched since the
         # last call; None until the first call, so that replay pays nothing for them.
@@ -545,10 +666,43 @@ class Reconciler:
         # restored from snapshots fires its timers in the same order as one that never stopped.
         self._timers.push((at_ms, kind, mid, key))
 
+    def _close_timer(self, item: Item, close_ms: int) -> None:
+        """Set an item's close: items closing at the same time share one timer (deadlines
+        cluster at cut-offs) and one int object for the time."""
+        group = self._closes.get(close_ms)
+        if group is None:
+            group = self._closes[close_ms] = (close_ms, set())
+            # mid "" sorts first: the group fires before any other timer of its time and kind
+            self._timers.push((close_ms, _CLOSE, "", ""))
+        item.close_ms = group[0]
+        group[1].add(item)
+
+    def _cancel_close(self, item: Item) -> None:
+        group = self._closes.get(item.close_ms)
+        if group is not None:
+            group[1].discard(item)
+
+    def _fire_closes(self, at_ms: int) -> None:
+        """Close the items of one close time, by merchant and key (as one timer each would)."""
+        group = self._closes.pop(at_ms, None)
+        if group is None:
+            return
+        merchants = self.merchants
+        for item in sorted(group[1], key=_by_merchant_and_key):
+            m = merchants.get(item.merchant_id)
+            if m is None or m.items.get(item.key) is not item:
+                continue
+            self._dirty.add(item.merchant_id)
+            if item.state == OPEN and item.close_ms == at_ms:
+                self._close(item, m)
+
     def _fire(self, timer: tuple) -> None:
         at_ms, kind, mid, key = timer
         if kind == _FORGET:
             self._forget(int(key))
+            return
+        if kind == _CLOSE and not mid:
+            self._fire_closes(at_ms)
             return
         if kind == _FILES:
             self._marks.forget(int(key))
@@ -685,13 +839,13 @@ class Reconciler:
             return m
 
         for mid, _, v in tags["i"]:
-            item = _item_from_plain(cast(dict, v), mid, policy)
+            item = _item_from_plain(cast(dict, v), mid, policy, self.evidence)
             merchant(mid).items[item.key] = item
         for mid, auth_id, v in sorted(tags["s"], key=lambda x: (x[0], x[2][0], x[2][1])):
             m = merchant(mid)
             item = m.items[v[0]]
             assert len(item.sales) == v[1], f"batch {v[0]!r} of {mid!r}: a sale is missing"
-            item.sales.append(_sale_from_plain(v[2:]))
+            item.sales.append(_sale_from_plain(v[2:], self.evidence))
             m.batch_of[auth_id] = item.key
         for mid, _, v in sorted(tags["c"], key=lambda x: cast(dict, x[2])["seq"]):
             rec = _credit_rec_from_plain(cast(dict, v))
@@ -752,7 +906,7 @@ class Reconciler:
         for item in m.items.values():
             if item.state == OPEN:
                 self._open += 1
-                self._timer(item.close_ms, _CLOSE, mid, item.key)
+                self._close_timer(item, item.close_ms)
                 self._marks.track(mid, item)
             if item.expire_ms != FOREVER:
                 self._timer(item.expire_ms, _EXPIRE, mid, item.key)
@@ -858,12 +1012,8 @@ class Reconciler:
             return
         policy = self.policy
         cycle = policy.cycle_for(e.acquirer, e.merchant_id)
-        terminals = self._terminals
-        terminal = terminals.get(e.terminal_id)
-        if terminal is None:
-            terminal = terminals[e.terminal_id] = e.terminal_id
-        sale = Sale(e, terminal)
         if cycle.mode == "batch":
+            sale = self._new_sale(e)
             trade_day = policy.trade_day(e.event_time_ms, cycle)
             if e.batch_id is not None:
                 subject = e.batch_id
@@ -872,30 +1022,30 @@ class Reconciler:
             key = _batch_key(subject)
             item = m.items.get(key)
             if item is None:
-                item = m.items[key] = Item(key, subject, e, cycle, True)
+                item = m.items[key] = BatchItem(key, e, cycle)
                 self._open += 1
                 self._created((mid, "i", key), item)
                 if self.observer is not None:
                     self.observer.on_item_opened(e.acquirer, e.currency, e.channel)
             else:
                 self._item_changed(m, item)
-            m.batch_of[auth_id] = key
-            self._created((mid, "s", auth_id), (item, len(item.sales)))
+            m.batch_of[auth_id] = item.key  # the item's string, not a copy per sale
+            if self._changes is not None:
+                self._created((mid, "s", auth_id), (item, len(item.sales)))
             item.sales.append(sale)
             item.cached = None
             if e.event_time_ms > item.last_sale_ms:
                 item.last_sale_ms = e.event_time_ms
             if item.state == OPEN and trade_day > item.trade_day:
                 # A batch is due by its latest sale's trade date: the close can only move later.
-                if item.close_ms:
-                    self._timers.cancel((item.close_ms, _CLOSE, mid, key))
+                if item.trade_day:
+                    self._cancel_close(item)
                     if self._due_hook is not None:
                         self._due_moved(item, sale, -1)
                     self._marks.untrack(mid, item)
                 item.trade_day = trade_day
-                item.deadline_ms = policy.batch_deadline_ms(trade_day, cycle)
-                item.close_ms = item.deadline_ms + cycle.grace_ms
-                self._timer(item.close_ms, _CLOSE, mid, key)
+                self._close_timer(item, policy.batch_deadline_ms(trade_day, cycle)
+                                  + cycle.grace_ms)
                 self._marks.track(mid, item)
                 if len(item.sales) > 1 and self._due_hook is not None:
                     self._due_moved(item, sale, 1)
@@ -904,17 +1054,14 @@ class Reconciler:
                                e.amount_minor, 1, bool(item.credits), item.trade_day)
         else:
             key = auth_id
-            item = m.items[key] = Item(key, auth_id, e, cycle, False)
-            item.sales = [sale]  # exactly one: no spare capacity
+            item = m.items[key] = self._new_sale_item(e, cycle)
             self._open += 1
             if self._changes is not None:
                 self._created((mid, "i", key), item)
             if self.observer is not None:
                 self.observer.on_item_opened(e.acquirer, e.currency, e.channel)
-            item.deadline_ms = policy.deadline_ms(e.event_time_ms, cycle)
-            item.close_ms = item.deadline_ms + cycle.grace_ms
-            self._timer(item.close_ms, _CLOSE, mid, key)
-            if self._due_hook is not None and sale.approved:
+            self._close_timer(item, policy.deadline_ms(e.event_time_ms, cycle) + cycle.grace_ms)
+            if self._due_hook is not None and item.approved:
                 self._due_hook(e.acquirer, e.channel, e.currency, item.deadline_ms,
                                e.amount_minor, 1, False, policy.trade_day(e.event_time_ms, cycle))
             self._marks.track(mid, item)
@@ -930,6 +1077,24 @@ class Reconciler:
                         if rec is not None:
                             rec.waiting.remove(ref)
                             self._attach(rec, item, m)
+
+    def _new_sale(self, e: PosEvent) -> Sale:
+        """A batch's sale."""
+        if not self.evidence:
+            return Sale(e)
+        return EvidenceSale(e, self._terminal(e.terminal_id))
+
+    def _new_sale_item(self, e: PosEvent, cycle: Cycle) -> SaleItem:
+        """A per-sale item, which is its sale."""
+        if not self.evidence:
+            return SaleItem(e, cycle)
+        return EvidenceSaleItem(e, cycle, self._terminal(e.terminal_id))
+
+    def _terminal(self, terminal_id: str) -> str:
+        terminal = self._terminals.get(terminal_id)
+        if terminal is None:
+            terminal = self._terminals[terminal_id] = terminal_id
+        return terminal
 
     def _on_adjustment(self, e: PosEvent, m: Merchant) -> None:
         if self._seen and self._was_seen(m.merchant_id, "e" + e.event_id):
@@ -1263,7 +1428,8 @@ class Reconciler:
         self._out.append(self._finding(
             FindingKind.ORPHAN, Status.OPEN, m.merchant_id, c.acquirer, c.credit_id, tuple(refs),
             (c.credit_id,), 0, c.amount_minor, c.currency, rec.orphan_ms, rec.orphan_ms,
-            cause, c.credit_id, {"credits": [_credit_evidence(c)], "sales": []}))
+            cause, c.credit_id,
+            {"credits": [_credit_evidence(c)], "sales": []} if self.evidence else None))
 
     def _stop_waiting(self, rec: CreditRec, m: Merchant) -> None:
         credit_id = rec.credit.credit_id
@@ -1461,6 +1627,15 @@ class Reconciler:
         items = items or [item]
         auth_ids = tuple(s.auth_id for i in items for s in i.sales)
         subj = subject or item.subject
+        self._out.append(self._finding(
+            kind, status, item.merchant_id, item.acquirer, subj, auth_ids, credit_ids, expected,
+            received, item.currency, item.deadline_ms, event_time_ms, cause, credit_id,
+            self._evidence_of(item, items, credit_ids, cause_detail) if self.evidence
+            else None))
+
+    def _evidence_of(self, item: Item, items: list[Item], credit_ids: tuple[str, ...],
+                     cause_detail: dict[str, Any] | None) -> dict[str, Any]:
+        """The sales, credits and cycle behind a finding (the audit side's evidence files)."""
         evidence = {
             "sales": [_sale_evidence(s, i, self.policy) for i in items for s in i.sales],
             "credits": [_credit_evidence(self.merchants[item.merchant_id].credits[cid].credit)
@@ -1472,15 +1647,13 @@ class Reconciler:
         }
         if cause_detail is not None:
             evidence["cause_detail"] = cause_detail
-        self._out.append(self._finding(
-            kind, status, item.merchant_id, item.acquirer, subj, auth_ids, credit_ids, expected,
-            received, item.currency, item.deadline_ms, event_time_ms, cause, credit_id, evidence))
+        return evidence
 
     def _finding(self, kind: FindingKind, status: Status, merchant_id: str, acquirer: str,
                  subject: str, auth_ids: tuple[str, ...], credit_ids: tuple[str, ...],
                  expected: int, received: int, currency: str, deadline_ms: int | None,
                  event_time_ms: int, cause: str | None, credit_id: str,
-                 evidence: dict) -> Finding:
+                 evidence: dict | None) -> Finding:
         # A missing finding's id must not change when it is resolved: it has no credit.
         id_credit = "" if kind == FindingKind.MISSING else credit_id
         return Finding(
@@ -1526,6 +1699,9 @@ class Reconciler:
                 self._add_summary(summary, old, -1)
             new = self._contribution(item)
             if new is not None:
+                row = summary.get(new[0])
+                if row is not None:  # share the row's key: one tuple per row, not per item
+                    new = (row[4], new[1], new[2])
                 contrib[item] = new
                 self._add_summary(summary, new, 1)
         return {k: (v[0], v[1], v[2], v[3]) for k, v in summary.items() if v[0]}
@@ -1535,7 +1711,7 @@ class Reconciler:
         key, expected, missing = c
         row = summary.get(key)
         if row is None:
-            row = summary[key] = [0, 0, 0, 0]
+            row = summary[key] = [0, 0, 0, 0, key]
         row[0] += sign
         row[1] += sign * expected
         if missing:
@@ -1602,7 +1778,7 @@ class Reconciler:
         m = self.merchants[merchant_id] = Merchant(merchant_id)
         policy = self.policy
         for plain in snap["items"]:
-            item = _item_from_plain(plain, merchant_id, policy)
+            item = _item_from_plain(plain, merchant_id, policy, self.evidence)
             m.items[item.key] = item
             if item.is_batch:
                 for s in item.sales:
@@ -1647,6 +1823,10 @@ class Reconciler:
 # Plain-data conversions (snapshots and evidence).
 
 
+def _by_merchant_and_key(item: Item) -> tuple[str, str]:
+    return (item.merchant_id, item.key)
+
+
 def _channel(item: Item) -> str:
     """The item's sale channel for metrics: a batch of several channels is "mixed"."""
     first = item.sales[0].channel
@@ -1685,7 +1865,7 @@ def _credit_evidence(c: Credit) -> dict[str, Any]:
 _SALE_FIELDS = ("auth_id", "terminal_id", "channel", "amount_minor", "approved",
                 "event_time_ms", "reversed_minor", "refunded_minor", "pan_masked", "adjustments",
                 "refs")
-
+_EVIDENCE_FIELDS = frozenset(EvidenceSale.__slots__)
 
 
 def _item_to_plain(i: Item, with_sales: bool = True) -> dict[str, Any]:
@@ -1709,30 +1889,54 @@ def _sale_to_plain(s: Sale) -> list[Any]:
     return values
 
 
-def _sale_from_plain(values: list[Any]) -> Sale:
-    s = Sale.__new__(Sale)
-    s.refs = None  # snapshots written before refs were kept have no such value
-    for f, v in zip(_SALE_FIELDS, values):
-        setattr(s, f, v)
-    if s.refs is not None:
-        s.refs = (s.refs[0], s.refs[1], s.refs[2])
+def _sale_from_plain(values: list[Any], evidence: bool = True) -> Sale:
+    """A sale from _sale_to_plain; without evidence, its evidence-only fields are not kept."""
+    if not evidence:
+        s = Sale.__new__(Sale)
+        for f, v in zip(_SALE_FIELDS, values):
+            if f not in _EVIDENCE_FIELDS:
+                setattr(s, f, v)
+    else:
+        s = EvidenceSale.__new__(EvidenceSale)
+        s.refs = None  # snapshots written before refs were kept have no such value
+        for f, v in zip(_SALE_FIELDS, values):
+            setattr(s, f, v)
+        if s.refs is not None:
+            s.refs = (s.refs[0], s.refs[1], s.refs[2])
     if s.adjustments is not None:
         s.adjustments = [tuple(a) for a in s.adjustments]
     return s
 
 
-def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy) -> Item:
-    item = Item.__new__(Item)
-    item.key, item.subject = p["key"], p["subject"]
+def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy,
+                     evidence: bool = True) -> Item:
+    item: Item
+    if p["is_batch"]:
+        batch = item = BatchItem.__new__(BatchItem)
+        batch.trade_day, batch.last_sale_ms = p["trade_day"], p["last_sale_ms"]
+        batch.sales = [_sale_from_plain(values, evidence) for values in p["sales"]]
+    else:
+        # a per-sale item is its sale: the sale's fields onto the item
+        cls = EvidenceSaleItem if evidence else SaleItem
+        item = cls.__new__(cls)
+        if evidence:
+            item.refs = None  # snapshots written before refs were kept have no such value
+        (values,) = p["sales"]
+        for f, v in zip(_SALE_FIELDS, values):
+            if f != "auth_id" and (evidence or f not in _EVIDENCE_FIELDS):
+                setattr(item, f, v)
+        if evidence and item.refs is not None:
+            item.refs = (item.refs[0], item.refs[1], item.refs[2])
+        if item.adjustments is not None:
+            item.adjustments = [tuple(a) for a in item.adjustments]
+    item.key = p["key"]
     item.merchant_id, item.acquirer, item.currency = merchant_id, p["acquirer"], p["currency"]
     item.cycle = policy.cycles[p["cycle"]]
-    item.is_batch, item.trade_day = p["is_batch"], p["trade_day"]
-    item.deadline_ms, item.close_ms = p["deadline_ms"], p["close_ms"]
+    item.close_ms = p["close_ms"]
     item.credits = list(p["credits"]) if p["credits"] else _NO_CREDITS
     item.state, item.payer = p["state"], p["payer"]
-    item.expire_ms, item.last_sale_ms = p["expire_ms"], p["last_sale_ms"]
+    item.expire_ms = p["expire_ms"]
     item.cached = None
-    item.sales = [_sale_from_plain(values) for values in p["sales"]]
     return item
 
 

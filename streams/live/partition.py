@@ -310,7 +310,8 @@ class LivePartition:
                  dedupe_lookback_ms: int = 15 * 60_000) -> None:
         self.partition = partition
         self.policy = policy
-        self.reconciler = Reconciler(policy, observer, aging=True)
+        # its records carry no evidence (streams.wire.encode): keep none in state
+        self.reconciler = Reconciler(policy, observer, aging=True, evidence=False)
         self.topics = topics
         self.metrics = metrics
         self.lookback_ms = dedupe_lookback_ms

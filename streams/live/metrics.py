@@ -762,8 +762,8 @@ class AgingCollector:
         return (
             GaugeMetricFamily(
                 "settlewatch_open_findings",
-                "Open findings (missing until credited; underpaid, overpaid, duplicate and "
-                "orphan for aging.horizon), by SLA tier of amount at stake and business-day "
+                "Open findings (missing until credited; underpaid, overpaid, duplicate, "
+                "orphan and file_incomplete for aging.horizon), by SLA tier of amount at stake and business-day "
                 "age.", labels=["acquirer", "tier"]),
             GaugeMetricFamily(
                 "settlewatch_open_findings_amount_minor",

@@ -8,7 +8,8 @@ Two runs of the same simulated traffic (same seed) through the pure reconciler w
   deadline, whatever the number of channels that warned on it).
 - slowed: from day ``--slow-from-day`` the acquirer ``--slowed`` books its credits
   ``--delay`` later. Lead time = the event time of the first "missing" finding for it minus
-  the step of its first early warning, both at or after the slowdown began.
+  the step of its first early warning for a slowed deadline (the simulator slows the credits
+  of the deadlines from that day on; a per-sale acquirer's warning can come the day before).
 
 The fixed rule that exists today (SettlewatchSettlementDelayAnomalous in
 alerts/settlewatch.rules.yaml) is evaluated on the same two runs, over the same observations

@@ -520,13 +520,27 @@ class EarlyWarning:
             share = d.paid_sales / d.due_sales
             usual = (None if base.usual_index is None
                      else d.deadline_ms - span + base.usual_index * step)
+            expected, low = _num(base.median[i]), _num(base.low[i])
+            later = (self._behind(base.median, i, share) or 0) * step
+            per_sale = self._per_sale(d) and self.fraction_baseline(d.acquirer, d.channel)
+            if per_sale:  # the band the per-sale rule judges by: today's sales, each its window
+                expected, low, later = self._per_sale_band(d, per_sale, at)
             out.append(Band(d.acquirer, d.channel, d.deadline_ms, d.trade_day, self._kind(d),
-                            base.days,
-                            _num(base.median[i]), _num(base.low[i]), share,
-                            (self._behind(base.median, i, share) or 0) * step, usual,
+                            base.days, expected, low, share, later, usual,
                             d.due_sales, d.due_sales - d.paid_sales, d.unpaid_minor(),
                             d.active is not None and self.config.enabled))
         return sorted(out, key=lambda b: (b.acquirer, b.channel, b.deadline_ms, b.trade_day))
+
+    def _per_sale_band(self, d: _Deadline, base: _FractionBaseline,
+                       at: int) -> tuple[float, float, int]:
+        sale = np.asarray(d.sale_ms, dtype=float)
+        window = np.maximum(d.deadline_ms - sale, 1.0)
+        now = np.array([at])
+        usual = _expected_paid(sale, window, now, base.median)[0]
+        slow = _expected_paid(sale, window, now, base.low)[0]
+        later = self._lag(sale, window, at, base.median, d.paid_sales) or 0
+        n = len(sale)
+        return float(usual) / n, float(slow) / n, later
 
     def known(self) -> dict[tuple[str, str], set[str]]:
         """Every (acquirer, channel) a sale was due for since the start, with its currencies."""

@@ -364,3 +364,16 @@ def test_a_per_sale_feed_with_the_hooks_gives_the_same_findings_as_without():
     without = run(p, events, hooks=False)[1]
     assert any(f.kind == FindingKind.MISSING for f in with_hooks)
     assert with_hooks == without
+
+
+def test_the_band_of_a_per_sale_deadline_is_read_from_its_own_sales_windows():
+    p = _per_sale_policy()
+    ew = EarlyWarning(p)
+    events = per_sale_traffic(p, "2026-11-02", 30, slow_from="2026-11-25", slow_by_ms=3 * HOUR)
+    rec = Reconciler(p, Hooks(ew))
+    feed_hourly(p, events, rec, ms("2026-11-25 06:00"), lambda: ew.advance_to(rec.clock_ms))
+    band = next(b for b in ew.bands() if b.deadline_ms == ms("2026-11-25 12:00"))
+    assert band.warning
+    assert band.low_share <= band.expected_share
+    assert band.paid_share < band.low_share  # today below even the slow day
+    assert band.later_ms >= 90 * MIN

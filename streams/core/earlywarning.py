@@ -41,6 +41,25 @@ still due by the deadline. A warning stays while the condition holds and ends wh
 catches up or the deadline comes (then "missing", at deadline + grace, takes over). Each
 (acquirer, channel, deadline) is *raised* at most once: :meth:`take_raised`.
 
+Per-sale acquirers. An acquirer that pays each sale on its own over the whole day moves its
+share curve only a little when it slows (the evening sales with the shortest windows go missing
+before the curve falls behind). For per-sale items the reconciler also passes each sale's
+event time (``sale_ms``), and the module learns, per settle day, the distribution of each
+credit's *elapsed fraction* of its sale's window, ``(credit - sale) / (deadline - sale)``, as a
+CDF on a grid of ``FRACTION_GRID`` points (a sale still unpaid at its deadline counts as never
+paid). Across the learned days, per grid point: the median (the usual day) and the
+``band_pct`` percentile (the slow day). At each step the *expected* number of a deadline's
+sales paid by now is the sum of that CDF at each due sale's elapsed fraction: each sale is
+judged against its own window, so the figure is exact for today's mix of sales and its noise
+is binomial, not a day-to-day spread. It warns when at least ``min_shortfall_pct`` points
+fewer are paid than the usual day expects, that shortfall is ``SIGNIFICANCE`` (4) binomial
+standard deviations or more (not the chance of a small day), and the slow day's expectation must be moved back
+``min_lag`` or more to come down to today's count (today is that far behind it): absence of
+credits is itself the signal, hours before deadline + grace. A per-sale deadline is judged this
+way once ``min_history`` per-sale days are learned (by the curve before). A batch's sales pass
+no sale time, so batch acquirers are judged by the curve alone, as before. The per-sale days
+are not in :meth:`snapshot` (a restored module relearns them).
+
 State and restarts. The learned history is plain data (:meth:`snapshot` / :meth:`restore`).
 The live worker does not persist it: a restarted worker relearns, and warns only after it has
 seen ``min_history`` complete settle days itself. A settle day counts only when the module saw
@@ -72,6 +91,9 @@ ORDINARY = "1d"  # due the next day (or the same)
 AFTER_BREAK = "2d"  # a weekend day or a holiday between; "3d+": longer breaks
 KINDS = (ORDINARY, AFTER_BREAK, "3d+")
 HALF = 0.5
+FRACTION_GRID = 101  # the per-sale CDF of elapsed fractions: 0, 0.01, ..., 1
+_GRID = np.linspace(0.0, 1.0, FRACTION_GRID)
+SIGNIFICANCE = 4.0  # per-sale: the shortfall must be this many binomial standard deviations
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +137,8 @@ class Band:
 
 class _Deadline:
     __slots__ = ("acquirer", "channel", "deadline_ms", "trade_day", "due_sales", "paid_sales",
-                 "due_minor", "paid_minor", "shares", "clean", "warned", "active", "recent")
+                 "due_minor", "paid_minor", "shares", "clean", "warned", "active", "recent",
+                 "sale_ms", "fractions")
 
     def __init__(self, acquirer: str, channel: str, deadline_ms: int, trade_day: int,
                  steps: int) -> None:
@@ -134,6 +157,9 @@ class _Deadline:
         # credits booked after the last step sampled: a clock that jumps several steps (a
         # backlog, a quiet input) samples each step with only the credits booked by then
         self.recent: list[int] = []
+        # per-sale items only: each due sale's event time, and each credit's elapsed fraction
+        self.sale_ms: list[int] = []
+        self.fractions: list[float] = []
 
     def unpaid_minor(self) -> tuple[tuple[str, int], ...]:
         paid = self.paid_minor
@@ -153,6 +179,15 @@ class _Baseline:
 class _History:
     days: deque = field(default_factory=deque)  # (deadline_ms, kind, shares tuple)
     version: int = 0
+    # per-sale settle days: (deadline_ms, CDF of elapsed fractions on the grid)
+    fraction_days: deque = field(default_factory=deque)
+
+
+@dataclass
+class _FractionBaseline:
+    days: int
+    median: np.ndarray  # CDF of the usual day on the grid
+    low: np.ndarray  # the slow day's
 
 
 class EarlyWarning:
@@ -171,6 +206,7 @@ class EarlyWarning:
         self._open: dict[tuple[str, str, int, int], _Deadline] = {}
         self._history: dict[tuple[str, str], _History] = {}
         self._cache: dict[tuple[str, str, str], tuple[int, _Baseline | None]] = {}
+        self._fraction_cache: dict[tuple[str, str], tuple[int, _FractionBaseline | None]] = {}
         self._kinds: dict[int, str] = {}  # local date ordinal -> ORDINARY | AFTER_BREAK
         self._raised: list[EarlyWarningEvent] = []
         self._currencies: dict[tuple[str, str], set[str]] = {}  # every key heard of
@@ -180,10 +216,12 @@ class EarlyWarning:
 
     def on_sale_due(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
                     amount_minor: int, sales: int = 1, paid: bool = False,
-                    trade_day: int = 0) -> None:
+                    trade_day: int = 0, sale_ms: int | None = None) -> None:
         if deadline_ms <= self.clock_ms:
             return  # that deadline has come: its day is learned already
         d = self._deadline(acquirer, channel, deadline_ms, trade_day)
+        if sale_ms is not None and sales == 1 and not paid:
+            d.sale_ms.append(sale_ms)
         if currency not in d.due_minor:
             self._currencies.setdefault((acquirer, channel), set()).add(currency)
         d.due_sales += sales
@@ -193,10 +231,13 @@ class EarlyWarning:
             d.paid_minor[currency] = d.paid_minor.get(currency, 0) + sales * amount_minor
 
     def on_sale_paid(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
-                     amount_minor: int, credit_ms: int, trade_day: int = 0) -> None:
+                     amount_minor: int, credit_ms: int, trade_day: int = 0,
+                     sale_ms: int | None = None) -> None:
         if deadline_ms <= self.clock_ms:
             return
         d = self._deadline(acquirer, channel, deadline_ms, trade_day)
+        if sale_ms is not None:
+            d.fractions.append((credit_ms - sale_ms) / max(deadline_ms - sale_ms, 1))
         d.paid_sales += 1
         d.paid_minor[currency] = d.paid_minor.get(currency, 0) + amount_minor
         if credit_ms > self._step_done:
@@ -278,12 +319,22 @@ class EarlyWarning:
                     and d.due_sales >= self.config.min_due_sales):
                 h = self._history.setdefault((d.acquirer, d.channel), _History())
                 h.days.append((d.deadline_ms, self._kind(d), tuple(d.shares)))
+                if self._per_sale(d):
+                    h.fraction_days.append((d.deadline_ms, _fraction_cdf(d)))
                 h.version += 1
         window = self.config.window_ms
         for h in self._history.values():
             while h.days and h.days[0][0] < clock_ms - window:
                 h.days.popleft()
                 h.version += 1
+            while h.fraction_days and h.fraction_days[0][0] < clock_ms - window:
+                h.fraction_days.popleft()
+                h.version += 1
+
+    @staticmethod
+    def _per_sale(d: _Deadline) -> bool:
+        """Every sale due by this deadline is a per-sale item the hooks gave the time of."""
+        return bool(d.sale_ms) and len(d.sale_ms) == d.due_sales
 
     def disrupt(self) -> None:
         """The sales behind the open deadlines' counters changed under them (a partition came
@@ -319,6 +370,22 @@ class EarlyWarning:
         self._cache[key] = (h.version, base)
         return base
 
+    def fraction_baseline(self, acquirer: str, channel: str) -> _FractionBaseline | None:
+        """The per-sale band: median and slow-day CDF of the elapsed fractions over the learned
+        per-sale days; None with fewer than min_history of them."""
+        h = self._history.get((acquirer, channel))
+        if h is None or len(h.fraction_days) < self.config.min_history:
+            return None
+        key = (acquirer, channel)
+        hit = self._fraction_cache.get(key)
+        if hit is not None and hit[0] == h.version:
+            return hit[1]
+        m = np.array([c for _, c in h.fraction_days], dtype=float)
+        base = _FractionBaseline(len(m), np.median(m, axis=0),
+                                 np.percentile(m, self.config.band_pct, axis=0))
+        self._fraction_cache[key] = (h.version, base)
+        return base
+
     def _band(self, rows: list[tuple[float, ...]]) -> _Baseline:
         m = np.array(rows, dtype=float)
         with warnings.catch_warnings():
@@ -342,31 +409,79 @@ class EarlyWarning:
         d.active = None
         if not d.clean or d.due_sales < cfg.min_due_sales:
             return
-        base = self.baseline(d.acquirer, d.channel, self._kind(d))
-        if base is None:
+        per_sale = self._per_sale(d) and self.fraction_baseline(d.acquirer, d.channel)
+        # a per-sale deadline with its baseline learned is judged sale by sale, else by the curve
+        w = self._judge_per_sale(d, at) if per_sale else self._judge_curve(d, i, at)
+        if w is None:
             return
-        expected = float(base.median[i])
-        if math.isnan(expected) or expected * 100 < cfg.min_expected_pct:
-            return
-        share = self._paid_by(d, at) / d.due_sales
-        if (expected - share) * 100 < cfg.min_shortfall_pct:
-            return  # a tail of a few unpaid sales is for "missing" to judge, not a slowdown
-        behind = self._behind(base.low, i, share)
-        if behind is None or behind * cfg.step_ms < cfg.min_lag_ms:
-            return
-        later = (self._behind(base.median, i, share) or 0) * cfg.step_ms
-        usual = (None if base.usual_index is None
-                 else d.deadline_ms - self._span_ms + base.usual_index * cfg.step_ms)
-        # the words quote everything still due by that deadline, whatever its trade date
-        sales, due = self._still_due(d.acquirer, d.channel, d.deadline_ms)
-        w = EarlyWarningEvent(
-            d.acquirer, d.channel, d.deadline_ms, at, later, behind * cfg.step_ms, usual,
-            sales, due, share, expected,
-            self.sentence(d.acquirer, d.channel, later, usual, sales, due, d.deadline_ms, at))
         d.active = w
         if not d.warned:
             d.warned = True
             self._raised.append(w)
+
+    def _judge_curve(self, d: _Deadline, i: int, at: int) -> EarlyWarningEvent | None:
+        cfg = self.config
+        base = self.baseline(d.acquirer, d.channel, self._kind(d))
+        if base is None:
+            return None
+        expected = float(base.median[i])
+        if math.isnan(expected) or expected * 100 < cfg.min_expected_pct:
+            return None
+        share = self._paid_by(d, at) / d.due_sales
+        if (expected - share) * 100 < cfg.min_shortfall_pct:
+            return None  # a tail of a few unpaid sales is for "missing" to judge, not a slowdown
+        behind = self._behind(base.low, i, share)
+        if behind is None or behind * cfg.step_ms < cfg.min_lag_ms:
+            return None
+        later = (self._behind(base.median, i, share) or 0) * cfg.step_ms
+        usual = (None if base.usual_index is None
+                 else d.deadline_ms - self._span_ms + base.usual_index * cfg.step_ms)
+        return self._event(d, at, later, behind * cfg.step_ms, usual, share, expected)
+
+    def _judge_per_sale(self, d: _Deadline, at: int) -> EarlyWarningEvent | None:
+        """Each due sale against the learned CDF of its own elapsed fraction (module doc)."""
+        cfg = self.config
+        base = self.fraction_baseline(d.acquirer, d.channel)
+        if base is None:
+            return None
+        sale = np.asarray(d.sale_ms, dtype=float)
+        window = np.maximum(d.deadline_ms - sale, 1.0)
+        n = len(sale)
+        paid = self._paid_by(d, at)
+        p = np.interp((at - sale) / window, _GRID, base.median, left=0.0,
+                      right=float(base.median[-1]))
+        expected = float(p.sum())
+        if (expected - paid) * 100 < cfg.min_shortfall_pct * n:
+            return None
+        # and beyond chance: so many standard deviations of the sales' own coin tosses
+        if expected - paid < SIGNIFICANCE * math.sqrt(float((p * (1 - p)).sum())):
+            return None
+        behind = self._lag(sale, window, at, base.low, paid)
+        if behind is None or behind < cfg.min_lag_ms:
+            return None
+        later = self._lag(sale, window, at, base.median, paid) or 0
+        curve = self.baseline(d.acquirer, d.channel, self._kind(d))
+        usual = (None if curve is None or curve.usual_index is None
+                 else d.deadline_ms - self._span_ms + curve.usual_index * cfg.step_ms)
+        return self._event(d, at, later, behind, usual, paid / n, expected / n)
+
+    def _lag(self, sale: np.ndarray, window: np.ndarray, at: int, cdf: np.ndarray,
+             paid: int) -> int | None:
+        """How far back (a whole number of steps, within the lookback) the CDF's expectation
+        must be read to come down to today's paid count (None: not within the lookback)."""
+        step = self.config.step_ms
+        times = at - step * np.arange(self._steps + 1, dtype=float)
+        down = np.nonzero(_expected_paid(sale, window, times, cdf) <= paid + 1e-9)[0]
+        return None if not down.size else int(down[0]) * step
+
+    def _event(self, d: _Deadline, at: int, later: int, behind: int, usual: int | None,
+               share: float, expected: float) -> EarlyWarningEvent:
+        # the words quote everything still due by that deadline, whatever its trade date
+        sales, due = self._still_due(d.acquirer, d.channel, d.deadline_ms)
+        return EarlyWarningEvent(
+            d.acquirer, d.channel, d.deadline_ms, at, later, behind, usual, sales, due, share,
+            expected,
+            self.sentence(d.acquirer, d.channel, later, usual, sales, due, d.deadline_ms, at))
 
     def _still_due(self, acquirer: str, channel: str,
                    deadline_ms: int) -> tuple[int, tuple[tuple[str, int], ...]]:
@@ -405,13 +520,27 @@ class EarlyWarning:
             share = d.paid_sales / d.due_sales
             usual = (None if base.usual_index is None
                      else d.deadline_ms - span + base.usual_index * step)
+            expected, low = _num(base.median[i]), _num(base.low[i])
+            later = (self._behind(base.median, i, share) or 0) * step
+            per_sale = self._per_sale(d) and self.fraction_baseline(d.acquirer, d.channel)
+            if per_sale:  # the band the per-sale rule judges by: today's sales, each its window
+                expected, low, later = self._per_sale_band(d, per_sale, at)
             out.append(Band(d.acquirer, d.channel, d.deadline_ms, d.trade_day, self._kind(d),
-                            base.days,
-                            _num(base.median[i]), _num(base.low[i]), share,
-                            (self._behind(base.median, i, share) or 0) * step, usual,
+                            base.days, expected, low, share, later, usual,
                             d.due_sales, d.due_sales - d.paid_sales, d.unpaid_minor(),
                             d.active is not None and self.config.enabled))
         return sorted(out, key=lambda b: (b.acquirer, b.channel, b.deadline_ms, b.trade_day))
+
+    def _per_sale_band(self, d: _Deadline, base: _FractionBaseline,
+                       at: int) -> tuple[float, float, int]:
+        sale = np.asarray(d.sale_ms, dtype=float)
+        window = np.maximum(d.deadline_ms - sale, 1.0)
+        now = np.array([at])
+        usual = _expected_paid(sale, window, now, base.median)[0]
+        slow = _expected_paid(sale, window, now, base.low)[0]
+        later = self._lag(sale, window, at, base.median, d.paid_sales) or 0
+        n = len(sale)
+        return float(usual) / n, float(slow) / n, later
 
     def known(self) -> dict[tuple[str, str], set[str]]:
         """Every (acquirer, channel) a sale was due for since the start, with its currencies."""
@@ -458,6 +587,21 @@ class EarlyWarning:
                 if len(row) == self._steps:
                     h.days.append((int(t), str(k), tuple(row)))
             h.version += 1
+
+
+def _fraction_cdf(d: _Deadline) -> np.ndarray:
+    """A per-sale settle day: the share of its due sales paid by each elapsed fraction of
+    their windows, on the grid (sales unpaid at the deadline keep it below 1)."""
+    fr = np.sort(np.asarray(d.fractions, dtype=float))
+    return np.searchsorted(fr, _GRID, side="right") / max(len(d.sale_ms), 1)
+
+
+def _expected_paid(sale: np.ndarray, window: np.ndarray, times: np.ndarray,
+                   cdf: np.ndarray) -> np.ndarray:
+    """For each time: the number of the sales a day with this CDF has paid by then (a sale
+    not made yet counts nothing)."""
+    elapsed = (times[:, None] - sale[None, :]) / window[None, :]
+    return np.interp(elapsed, _GRID, cdf, left=0.0, right=float(cdf[-1])).sum(axis=1)
 
 
 def _num(x: Any) -> float:

@@ -193,10 +193,13 @@ class Observer(Protocol):
     # paid: its item already has a credit), and each approved sale of an open item whose first
     # credit arrives before the close
     # (trade_day: the item's trade date ordinal)
+    # (sale_ms: the sale's event time, for a per-sale item only; a batch's sales pass none)
     # def on_sale_due(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
-    #                 amount_minor: int, sales: int, paid: bool, trade_day: int) -> None
+    #                 amount_minor: int, sales: int, paid: bool, trade_day: int,
+    #                 sale_ms: int | None = None) -> None
     # def on_sale_paid(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
-    #                  amount_minor: int, credit_ms: int, trade_day: int) -> None
+    #                  amount_minor: int, credit_ms: int, trade_day: int,
+    #                  sale_ms: int | None = None) -> None
 
 
 class Stats:
@@ -1063,7 +1066,8 @@ class Reconciler:
             self._close_timer(item, policy.deadline_ms(e.event_time_ms, cycle) + cycle.grace_ms)
             if self._due_hook is not None and item.approved:
                 self._due_hook(e.acquirer, e.channel, e.currency, item.deadline_ms,
-                               e.amount_minor, 1, False, policy.trade_day(e.event_time_ms, cycle))
+                               e.amount_minor, 1, False, policy.trade_day(e.event_time_ms, cycle),
+                               e.event_time_ms)
             self._marks.track(mid, item)
         touched = self._touched
         if touched is not None:
@@ -1222,7 +1226,8 @@ class Reconciler:
             for s in item.sales:
                 if s.approved:
                     self._paid_hook(item.acquirer, s.channel, item.currency, item.deadline_ms,
-                                    s.amount_minor, at, trade_day)
+                                    s.amount_minor, at, trade_day,
+                                    None if item.is_batch else s.event_time_ms)
 
     def _due_moved(self, item: Item, new: Sale, sales: int) -> None:
         """Tell the early-warning hook that a batch's earlier sales moved to its new deadline

@@ -453,20 +453,21 @@ class ReconcilerObserver:
     # The early warning's hooks (streams.core.reconcile calls them when it finds them).
     def on_sale_due(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
                     amount_minor: int, sales: int = 1, paid: bool = False,
-                    trade_day: int = 0) -> None:
+                    trade_day: int = 0, sale_ms: int | None = None) -> None:
         ew = self._m.early_warning
         if ew is not None:
             with ew.lock:
                 ew.warning.on_sale_due(acquirer, channel, currency, deadline_ms, amount_minor,
-                                       sales, paid, trade_day)
+                                       sales, paid, trade_day, sale_ms)
 
     def on_sale_paid(self, acquirer: str, channel: str, currency: str, deadline_ms: int,
-                     amount_minor: int, credit_ms: int, trade_day: int = 0) -> None:
+                     amount_minor: int, credit_ms: int, trade_day: int = 0,
+                     sale_ms: int | None = None) -> None:
         ew = self._m.early_warning
         if ew is not None:
             with ew.lock:
                 ew.warning.on_sale_paid(acquirer, channel, currency, deadline_ms, amount_minor,
-                                        credit_ms, trade_day)
+                                        credit_ms, trade_day, sale_ms)
 
 
 class EarlyWarningCollector:

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from streams.core.earlywarning import EarlyWarning, duration_words, money_words
-from streams.core.events import FindingKind, Status
+from streams.core.events import Credit, FindingKind, Status
 from streams.core.policy import PolicyError
 from streams.core.reconcile import Reconciler
 from tests.core.builders import DAY, HOUR, MIN, TEST_POLICY, credit, ms, policy, sale
@@ -276,3 +276,104 @@ def test_a_backlog_read_in_one_go_learns_the_curve_of_a_feed_read_as_it_happens(
         # where the hourly feed had sales due, both agree; before, a jump already counts them
         assert [x for x in shares if x is not None] == \
             [y for x, y in zip(shares, again[t]) if x is not None], t
+
+
+# -- a per-sale acquirer paying each sale on its own over the day ------------------------------
+
+STD = "acq-std"  # per-sale, T+1 12:00, cut-off 23:00, grace 2h (as the shipped policy's "*")
+
+
+def _per_sale_policy(**warning):
+    cycles = [{"acquirer": STD, "mode": "per_sale", "due": "T+1 12:00", "cutoff": "23:00",
+               "grace": "2h"}, *TEST_POLICY["cycles"]]
+    return policy(**{**TEST_POLICY, "cycles": cycles,
+                     "early_warning": {"min_due_sales": 10, **warning}})
+
+
+def per_sale_traffic(p, first_day: str, days: int, *, sales_per_day: int = 120,
+                     slow_from: str | None = None, slow_by_ms: int = 0, seed: int = 5) -> list:
+    """Sales all day long (00:00-23:00 local), each credited on its own somewhere between 20%
+    and 95% of its time to its deadline (T+1 12:00), as the simulator's per-sale acquirer; the
+    credits of the deadlines from `slow_from` on are booked `slow_by_ms` later."""
+    rng = random.Random(seed)
+    cycle = p.cycle_for(STD, "m0")
+    start = ms(f"{first_day} 00:00")
+    slow_ms = ms(f"{slow_from} 00:00") if slow_from else None
+    events = []
+    for day in range(days):
+        for k in range(sales_per_day):
+            at = start + day * DAY + rng.randrange(23 * HOUR)
+            m = f"m{k % 20}"
+            amount = rng.randrange(1_000, 100_000)
+            auth = f"S{day}-{k}"
+            events.append(sale(auth, at, amount, merchant=m, acquirer=STD))
+            deadline = p.deadline_ms(at, cycle)
+            paid = at + int((deadline - at) * rng.uniform(0.2, 0.95))
+            if slow_ms is not None and deadline >= slow_ms:
+                paid += slow_by_ms
+            events.append(credit(f"CS{day}-{k}", paid, amount - (amount * 60 + 5000) // 10_000,
+                                 merchant=m, acquirer=STD, auth_ids=(auth,)))
+    return sorted(events, key=lambda e: e.event_time_ms)
+
+
+def test_a_steady_per_sale_acquirer_never_warns():
+    p = _per_sale_policy()
+    ew = EarlyWarning(p)
+    raised, findings = run(p, per_sale_traffic(p, "2026-11-02", 28), ew)
+    assert ew.history_days(STD, "credit") >= 20
+    assert raised == []
+
+
+def test_a_per_sale_acquirer_paying_three_hours_later_warns_an_hour_before_its_first_missing():
+    p = _per_sale_policy()
+    events = per_sale_traffic(p, "2026-11-02", 30, slow_from="2026-11-25", slow_by_ms=3 * HOUR)
+    raised, findings = run(p, events)
+    first_missing = min(f.event_time_ms for f in findings
+                        if f.kind == FindingKind.MISSING and f.status == Status.OPEN)
+    assert first_missing >= ms("2026-11-25 12:00")  # the first slowed deadline + grace at best
+    assert raised, "no early warning"
+    first = raised[0]
+    assert first.acquirer == STD and first.deadline_ms >= ms("2026-11-25 00:00")
+    assert first_missing - first.at_ms >= HOUR
+    assert first.later_ms >= 90 * MIN  # against the usual day: about the 3 h it slowed by
+    assert "later than" in first.text
+
+
+def test_a_per_sale_acquirer_that_stops_paying_warns_while_its_deadline_is_ahead():
+    p = _per_sale_policy()
+    events = per_sale_traffic(p, "2026-11-02", 30)
+    cut = ms("2026-11-25 03:00")  # from then on no credit comes at all
+    events = [e for e in events if not isinstance(e, Credit) or e.event_time_ms < cut]
+    raised, _ = run(p, events)
+    assert raised and raised[0].at_ms < ms("2026-11-25 12:00")
+    assert raised[0].deadline_ms == ms("2026-11-25 12:00")
+
+
+def test_a_batch_acquirer_learns_no_per_sale_days():
+    p = _policy()
+    ew = EarlyWarning(p)
+    run(p, traffic(p, "2026-11-02", 12), ew)
+    assert ew.history_days(ACQ, "credit") >= 5
+    assert ew.fraction_baseline(ACQ, "credit") is None
+
+
+def test_a_per_sale_feed_with_the_hooks_gives_the_same_findings_as_without():
+    p = _per_sale_policy()
+    events = per_sale_traffic(p, "2026-11-02", 20, slow_from="2026-11-16", slow_by_ms=3 * HOUR)
+    with_hooks = run(p, events)[1]
+    without = run(p, events, hooks=False)[1]
+    assert any(f.kind == FindingKind.MISSING for f in with_hooks)
+    assert with_hooks == without
+
+
+def test_the_band_of_a_per_sale_deadline_is_read_from_its_own_sales_windows():
+    p = _per_sale_policy()
+    ew = EarlyWarning(p)
+    events = per_sale_traffic(p, "2026-11-02", 30, slow_from="2026-11-25", slow_by_ms=3 * HOUR)
+    rec = Reconciler(p, Hooks(ew))
+    feed_hourly(p, events, rec, ms("2026-11-25 06:00"), lambda: ew.advance_to(rec.clock_ms))
+    band = next(b for b in ew.bands() if b.deadline_ms == ms("2026-11-25 12:00"))
+    assert band.warning
+    assert band.low_share <= band.expected_share
+    assert band.paid_share < band.low_share  # today below even the slow day
+    assert band.later_ms >= 90 * MIN

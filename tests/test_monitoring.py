@@ -123,14 +123,17 @@ def exercise(m: Metrics, step: int = 0) -> None:
     m.set_up(True)
 
 
-def aged_findings(now_ms: int) -> Reconciler:
-    """A real reconciler with open findings in its aging book: a missing sale and an orphan."""
+def aged_findings(now_ms: int, acquirer: str = "ACQ-A") -> Reconciler:
+    """A real reconciler with open findings in its aging book: a missing sale (of `acquirer`)
+    and an orphan."""
     r = Reconciler(default_policy(), aging=True)
-    r.on_event(PosEvent("authorisation", "e1", "a1", "m1", "t1", "ACQ-A", "credit", 20_000_000,
+    r.on_event(PosEvent("authorisation", "e1", "a1", "m1", "t1", acquirer, "credit", 20_000_000,
                         "CNY", now_ms - 5 * DAY_MS))
     r.on_event(Credit("c1", "m1", "ACQ-B", 7_000, "JPY", now_ms - 3 * DAY_MS, ("nobody",)))
     r.advance_to(now_ms)
     return r
+
+
 def exercise_early_warning(m: Metrics, clock_ms: int) -> None:
     """A learned baseline (five settle days paying 10 h before the deadline) and a deadline in
     two hours with nothing paid yet: the early warning holds, with every series it exports."""

@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # worker-like feeding of the metrics is shared with tests/test_monitoring.py.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from tests.test_monitoring import (exercise, exercise_early_warning,  # noqa: E402
-                                   open_items_now)
+from tests.test_monitoring import (aged_findings, exercise,  # noqa: E402
+                                   exercise_early_warning, open_items_now)
 
 try:  # tests/integration is not a package: pytest puts it on sys.path
     from monitoring_helpers import GRAFANA, GRAFANA_VARS, MonitoringStack, wait_until
@@ -53,8 +53,11 @@ def worker_metrics():
     m = Metrics.create(version="test", worker="integration")
     # ACQ-A debit: an early warning (a learned baseline, nothing paid two hours before a deadline)
     exercise_early_warning(m, int(time.time() * 1000) - 11 * 60_000)
-    # ACQ-A: 30 missing credits of 1,000.00 CNY, above the 1,000,000-minor-unit threshold.
-    m.watch(lambda: [open_items_now(int(time.time() * 1000), {"ACQ-A": 30})])
+    # ACQ-A: 30 missing credits of 1,000.00 CNY, above the 1,000,000-minor-unit threshold;
+    # and a reconciler with open findings in its aging book (the SLA aging panels), on ACQ-C so
+    # that its critical tier does not join ACQ-A's missing-credit mail.
+    aged = aged_findings(int(time.time() * 1000), acquirer="ACQ-C")
+    m.watch(lambda: [open_items_now(int(time.time() * 1000), {"ACQ-A": 30}), aged])
     port = free_port()
     server, thread = m.serve(port)
     stop = threading.Event()
@@ -150,8 +153,10 @@ def test_every_rule_and_annotation_query_runs_on_prometheus(stack):
 
 def test_a_missing_credit_alert_fires_and_its_email_reaches_the_sink(stack, smtp_sink):
     t0 = time.monotonic()
+    # ACQ-A's mail (ACQ-C's aged missing sale raises one of its own)
     msg = smtp_sink.wait_for(
-        lambda m: "SettlewatchMissingCreditsAmountHigh" in text_of(m), timeout=240)
+        lambda m: "SettlewatchMissingCreditsAmountHigh" in text_of(m)
+        and " ACQ-A: " in m["Subject"], timeout=240)
     elapsed = time.monotonic() - t0
     body = text_of(msg)
     assert msg["Subject"].startswith("[FIRING:1] settlewatch critical ACQ-A: Missing credits")

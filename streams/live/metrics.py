@@ -71,6 +71,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import date
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -715,16 +716,24 @@ class OpenItemsCollector:
         return unsettled, missing, wm_lag, clock_lag, count
 
 
+def _read_while_running(read: Callable[[], Any], what: str) -> list | None:
+    """``list(read())`` from the scrape thread, or None when the event loop changed the state
+    while it was read (a torn read: skipped, the next scrape reads it again)."""
+    try:
+        return list(read())
+    except (ValueError, RuntimeError, KeyError, IndexError):
+        log.debug("%s changed while read; skipped", what)
+        return None
+
+
 def _open_counts(rec) -> Iterable[tuple[str, str, int, int, int, int, int]]:
     """(acquirer, currency, first sale ms, open n, open amount, missing n, missing amount):
     from the core's counters (`open_summary`, by minute of the first sale) when the reconciler
     keeps them, else one row per item of `open_items()`."""
     summary = getattr(rec, "open_summary", None)
     if summary is not None:
-        try:  # the scrape thread reads while the event loop changes state: skip a torn read
-            rows = list(summary().items())
-        except (ValueError, RuntimeError, KeyError, IndexError):
-            log.debug("open-items summary changed while read; skipped this scrape")
+        rows = _read_while_running(lambda: summary().items(), "open-items summary")
+        if rows is None:
             return
         for (acquirer, currency, minute), (n, amount, n_missing, missing_minor) in rows:
             yield acquirer, currency, minute * 60_000, n, amount, n_missing, missing_minor
@@ -764,8 +773,8 @@ class AgingCollector:
             GaugeMetricFamily(
                 "settlewatch_open_findings",
                 "Open findings (missing until credited; underpaid, overpaid, duplicate, "
-                "orphan and file_incomplete for aging.horizon), by SLA tier of amount at stake and business-day "
-                "age.", labels=["acquirer", "tier"]),
+                "orphan and file_incomplete for aging.horizon), by SLA tier of amount at "
+                "stake and business-day age.", labels=["acquirer", "tier"]),
             GaugeMetricFamily(
                 "settlewatch_open_findings_amount_minor",
                 "Amount at stake of open findings, minor units, by SLA tier.",
@@ -787,12 +796,10 @@ class AgingCollector:
             if not self._tiers:
                 self._tiers = book.tiers.names
                 self._dues = tuple(t.due_text for t in book.tiers.rules.tiers)
-            try:  # the scrape thread reads while the event loop changes state: skip a torn read
-                rows = rec.aging_summary()
-            except (ValueError, RuntimeError, KeyError, IndexError):
-                log.debug("aging counters changed while read; skipped this reconciler")
+            rows = _read_while_running(lambda: rec.aging_summary().items(), "aging counters")
+            if rows is None:
                 continue
-            for (acquirer, currency, tier), (n, minor) in rows.items():
+            for (acquirer, currency, tier), (n, minor) in rows:
                 by_acquirer[(acquirer, tier)] = by_acquirer.get((acquirer, tier), 0) + n
                 k = (acquirer, currency, tier)
                 by_pair[k] = by_pair.get(k, 0) + minor
@@ -808,6 +815,8 @@ class AgingCollector:
         for rank, (tier, due) in enumerate(zip(self._tiers, self._dues)):
             info.add_metric([tier, str(rank), due], 1)
         yield from (count, amount, info)
+
+
 class SettlementFilesCollector:
     """``settlewatch_settlement_files_overdue{acquirer, settle_date}`` at scrape time: per
     acquirer and settle date, the merchants whose settlement file (a contract v1.1
@@ -841,14 +850,12 @@ class SettlementFilesCollector:
                 overdue = getattr(rec, "files_overdue", None)
                 if overdue is None:
                     continue
-                try:  # the scrape thread reads while the event loop changes state
-                    rows = list(overdue().items())
-                except (RuntimeError, KeyError):
-                    log.debug("settlement-file counters changed while read; skipped them")
+                rows = _read_while_running(lambda: overdue().items(),
+                                           "settlement-file counters")
+                if rows is None:
                     continue
                 for key, n in rows:
                     totals[key] = totals.get(key, 0) + n
-        from datetime import date
         for (acquirer, day), n in sorted(totals.items()):
             family.add_metric([acquirer, date.fromordinal(day).isoformat()], n)
         yield family

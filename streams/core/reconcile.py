@@ -704,7 +704,7 @@ class Reconciler:
         if kind == _FORGET:
             self._forget(int(key))
             return
-        if kind == _CLOSE and not mid:
+        if kind == _CLOSE:  # closes are grouped by time (_close_timer): mid and key are ""
             self._fire_closes(at_ms)
             return
         if kind == _FILES:
@@ -714,12 +714,7 @@ class Reconciler:
         if m is None:
             return
         self._dirty.add(mid)
-        if kind == _CLOSE:
-            item = m.items.get(key)
-            # A moved close cancels its timer; one already due is skipped here.
-            if item is not None and item.state == OPEN and item.close_ms == at_ms:
-                self._close(item, m)
-        elif kind == _ORPHAN:
+        if kind == _ORPHAN:
             rec = m.credits.get(key)
             if rec is not None and rec.orphan_ms == at_ms and not rec.judged:
                 self._orphan_due(rec, m)

@@ -47,9 +47,10 @@ Time structures. The timers are a calendar queue (:class:`_Calendar`): buckets o
 sets of timers, a heap of bucket numbers, and a small heap of the timers the clock has reached.
 Deadlines cluster (every T+1 sale of a trade date shares one), a timer that moves is cancelled
 (never left stale), and a push costs a set insertion. Closes go one level further: the items
-closing at one time sit in one set (``_closes``) behind a single timer whose merchant is "",
+closing at one time sit in one list (``_closes``) behind a single timer whose merchant is "",
 which sorts before every other timer of its time and kind; it closes them by merchant and key,
-the order one timer each gave, and a close that moves leaves its set. The event buffer, which
+the order one timer each gave; a close that moves leaves a stale entry in its old list, which is
+skipped and goes when that earlier time fires. The event buffer, which
 only holds the events within the lateness, stays a plain heap.
 
 State for the live worker, per change
@@ -99,11 +100,12 @@ this file's rules a second time; the replay has every input and runs this file a
 keeps ``evidence=True`` and its output stays byte-identical.
 
 Representation (issue 13). Per open sale the live state holds: one slotted object (a per-sale
-item is its own sale, :class:`SaleItem`; a batch's sale is a :class:`Sale` in its
-:class:`BatchItem`), its auth_id string (the key of ``Merchant.items`` or of
-``Merchant.batch_of``, whose values are the batch item's own key string), its amount and time
-ints, and a place in the set of the items closing at its close time (``_closes``: one timer and
-one int object per distinct close time, not per item; deadlines cluster at cut-offs). An item
+item is its own sale, :class:`SaleItem`, with its amount and time int objects; a batch's sales
+are columns of its :class:`ColumnBatchItem`, 8 bytes each of amount and time), its auth_id
+string (the key of ``Merchant.items`` or of ``Merchant.batch_of``, whose values are the batch
+item's own key string), and per item an 8-byte entry in the list of the items closing at its
+close time (``_closes``: one timer and one int object per distinct close time, not per item;
+deadlines cluster at cut-offs). An item
 has no subject or deadline slot (they follow from its key and close). Settled and void items
 are dropped ``keep_settled`` after their last activity, leaving only their tagged ids in the
 redelivery store. What this does not do, and what 400 bytes per open sale or 300k events/s
@@ -112,6 +114,7 @@ would take, is in README's performance notes: columnar (numpy) rows keyed by an 
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, cast
 
@@ -314,16 +317,180 @@ class Item:
 
 
 class BatchItem(Item):
-    """A terminal batch (cycle mode ``batch``): its sales, due by its latest trade date."""
+    """A terminal batch (cycle mode ``batch``): its sales, due by its latest trade date.
 
-    __slots__ = ("trade_day", "sales", "last_sale_ms")
+    Two forms: :class:`ListBatchItem` keeps a list of sale objects (``evidence=True``: their
+    evidence fields with them); :class:`ColumnBatchItem` (the live worker's) keeps its sales as
+    columns, read and written through :class:`SaleRow` views."""
+
+    __slots__ = ("trade_day", "last_sale_ms")
     is_batch = True
 
     def __init__(self, key: str, e: PosEvent, cycle: Cycle) -> None:
         Item.__init__(self, key, e, cycle)
         self.trade_day = 0
-        self.sales: list[Sale] = []
         self.last_sale_ms = e.event_time_ms
+
+
+class ListBatchItem(BatchItem):
+    """A batch whose sales are :class:`EvidenceSale` objects (replay, tests)."""
+
+    __slots__ = ("sales",)
+
+    def __init__(self, key: str, e: PosEvent, cycle: Cycle) -> None:
+        BatchItem.__init__(self, key, e, cycle)
+        self.sales: list[Sale] = []
+
+
+class ColumnBatchItem(BatchItem):
+    """A batch whose sales are columns: per sale an auth_id, a channel (both shared strings),
+    8 bytes of amount and 8 of time; declined sales and a sale's reversals and refunds, rare,
+    in sparse maps by position. No object per sale (a :class:`Sale` and its two int objects
+    were about 160 bytes, issue 13); :attr:`sales` reads them as :class:`SaleRow` views."""
+
+    __slots__ = ("auth_ids", "channels", "amounts", "times", "declined", "adjusted")
+
+    def __init__(self, key: str, e: PosEvent, cycle: Cycle) -> None:
+        BatchItem.__init__(self, key, e, cycle)
+        self._empty()
+
+    def _empty(self) -> None:
+        self.auth_ids: list[str] = []
+        self.channels: list[str] = []
+        self.amounts = array("q")
+        self.times = array("q")
+        self.declined: set[int] | None = None  # positions of declined sales
+        # position -> [reversed_minor, refunded_minor, adjustments]
+        self.adjusted: dict[int, list[Any]] | None = None
+
+    @property
+    def sales(self) -> SaleRows:
+        return SaleRows(self)
+
+    def add_sale(self, auth_id: str, channel: str, amount_minor: int, approved: bool,
+                 event_time_ms: int, reversed_minor: int = 0, refunded_minor: int = 0,
+                 adjustments: list[tuple] | None = None) -> None:
+        n = len(self.auth_ids)
+        self.auth_ids.append(auth_id)
+        self.channels.append(channel)
+        self.amounts.append(amount_minor)
+        self.times.append(event_time_ms)
+        if not approved:
+            if self.declined is None:
+                self.declined = set()
+            self.declined.add(n)
+        if reversed_minor or refunded_minor or adjustments is not None:
+            if self.adjusted is None:
+                self.adjusted = {}
+            self.adjusted[n] = [reversed_minor, refunded_minor, adjustments]
+
+
+class SaleRows:
+    """The sales of a :class:`ColumnBatchItem` as a sequence of :class:`SaleRow` views."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: ColumnBatchItem) -> None:
+        self.item = item
+
+    def __len__(self) -> int:
+        return len(self.item.auth_ids)
+
+    def __getitem__(self, n: int) -> SaleRow:
+        size = len(self.item.auth_ids)
+        if n < 0:
+            n += size
+        if not 0 <= n < size:
+            raise IndexError(n)
+        return SaleRow(self.item, n)
+
+    def __iter__(self) -> Iterator[SaleRow]:
+        item = self.item
+        return (SaleRow(item, n) for n in range(len(item.auth_ids)))
+
+    def append(self, s: Sale) -> None:
+        self.item.add_sale(s.auth_id, s.channel, s.amount_minor, s.approved, s.event_time_ms,
+                           s.reversed_minor, s.refunded_minor, s.adjustments)
+
+
+def _row_extra(item: ColumnBatchItem, n: int) -> list[Any]:
+    adjusted = item.adjusted
+    if adjusted is None:
+        adjusted = item.adjusted = {}
+    extra = adjusted.get(n)
+    if extra is None:
+        extra = adjusted[n] = [0, 0, None]
+    return extra
+
+
+class SaleRow:
+    """One sale of a :class:`ColumnBatchItem`, read and written in its columns: it behaves as
+    a :class:`Sale` (the evidence-only fields read as None)."""
+
+    __slots__ = ("item", "n")
+    terminal_id = None
+    pan_masked = None
+    refs = None
+
+    def __init__(self, item: ColumnBatchItem, n: int) -> None:
+        self.item = item
+        self.n = n
+
+    @property
+    def auth_id(self) -> str:
+        return self.item.auth_ids[self.n]
+
+    @property
+    def channel(self) -> str:
+        return self.item.channels[self.n]
+
+    @property
+    def amount_minor(self) -> int:
+        return self.item.amounts[self.n]
+
+    @property
+    def event_time_ms(self) -> int:
+        return self.item.times[self.n]
+
+    @property
+    def approved(self) -> bool:
+        declined = self.item.declined
+        return declined is None or self.n not in declined
+
+    def _extra(self, field: int) -> Any:
+        adjusted = self.item.adjusted
+        extra = adjusted.get(self.n) if adjusted is not None else None
+        return extra[field] if extra is not None else (None if field == 2 else 0)
+
+    @property
+    def reversed_minor(self) -> int:
+        return self._extra(0)
+
+    @reversed_minor.setter
+    def reversed_minor(self, value: int) -> None:
+        _row_extra(self.item, self.n)[0] = value
+
+    @property
+    def refunded_minor(self) -> int:
+        return self._extra(1)
+
+    @refunded_minor.setter
+    def refunded_minor(self, value: int) -> None:
+        _row_extra(self.item, self.n)[1] = value
+
+    @property
+    def adjustments(self) -> list[tuple] | None:
+        return self._extra(2)
+
+    @adjustments.setter
+    def adjustments(self, value: list[tuple] | None) -> None:
+        _row_extra(self.item, self.n)[2] = value
+
+    def captured_minor(self) -> int:
+        """What the sale is worth after reversals: nothing if declined or fully reversed."""
+        if not self.approved:
+            return 0
+        return max(self.amount_minor - self.reversed_minor, 0)
 
 
 class SaleItem(Item):
@@ -384,6 +551,24 @@ class CreditRec:
         self.matched = False  # attached to at least one item
 
 
+class _Unwritten(dict):
+    """The one shared empty map that a merchant's seldom-filled maps start as (an empty dict
+    is 64 bytes; a merchant has five that are mostly empty, and a large acquirer has many
+    merchants with a few open sales each: issue 13). Reads are a dict's; a write is a bug and
+    raises. The ``own_*`` methods of :class:`Merchant` put a dict of its own in its place."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("a merchant's shared empty map is read-only: use Merchant.own_*()")
+
+    __setitem__ = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
+
+
+_EMPTY: Any = _Unwritten()
+_NO_IDS: Any = ()  # a merchant's amount_only list until it has one
+
+
 class Merchant:
     __slots__ = ("merchant_id", "items", "batch_of", "credits", "waiting_refs", "amount_only",
                  "deductions", "buffered")
@@ -391,17 +576,44 @@ class Merchant:
     def __init__(self, merchant_id: str) -> None:
         self.merchant_id = merchant_id
         self.items: dict[str, Item] = {}  # per-sale items by auth_id, batches by _batch_key()
-        self.batch_of: dict[str, str] = {}  # auth_id -> batch item key (batch mode only)
-        self.credits: dict[str, CreditRec] = {}
-        self.waiting_refs: dict[str, list[str]] = {}  # ref -> credit_ids waiting for it
-        self.amount_only: list[str] = []  # credit_ids with no reference, waiting for a match
+        self.batch_of: dict[str, str] = _EMPTY  # auth_id -> batch item key (batch mode only)
+        self.credits: dict[str, CreditRec] = _EMPTY
+        self.waiting_refs: dict[str, list[str]] = _EMPTY  # ref -> credit_ids waiting for it
+        self.amount_only: list[str] = _NO_IDS  # credit_ids with no reference, waiting for a match
         # refunds and reversals of sales already paid: the acquirer nets them into a later credit
         # event_id -> (type, auth_id, amount, ms, event_id, seq), in arrival order
-        self.deductions: dict[str, tuple] = {}
-        self.buffered: dict[int, PosEvent | Credit] = {}  # seq -> event not yet released
+        self.deductions: dict[str, tuple] = _EMPTY
+        self.buffered: dict[int, PosEvent | Credit] = _EMPTY  # seq -> event not yet released
 
     def is_empty(self) -> bool:
         return not (self.items or self.credits or self.buffered or self.deductions)
+
+    # Each map or list to write to: the merchant's own, made on the first write.
+
+    def own_batch_of(self) -> dict[str, str]:
+        if self.batch_of is _EMPTY:
+            self.batch_of = {}
+        return self.batch_of
+
+    def own_credits(self) -> dict[str, CreditRec]:
+        if self.credits is _EMPTY:
+            self.credits = {}
+        return self.credits
+
+    def own_waiting_refs(self) -> dict[str, list[str]]:
+        if self.waiting_refs is _EMPTY:
+            self.waiting_refs = {}
+        return self.waiting_refs
+
+    def own_amount_only(self) -> list[str]:
+        if self.amount_only is _NO_IDS:
+            self.amount_only = []
+        return self.amount_only
+
+    def own_deductions(self) -> dict[str, tuple]:
+        if self.deductions is _EMPTY:
+            self.deductions = {}
+        return self.deductions
 
 
 _DEDUCTIONS = "\x1fdeductions"  # the timer key that prunes a merchant's deductions
@@ -504,7 +716,7 @@ class Reconciler:
         # (time_ms, timer kind, merchant_id, key); closes are grouped by time (_close_timer)
         self._timers = _Calendar(60_000)
         # close time -> (that time, the open items closing then): one timer per group
-        self._closes: dict[int, tuple[int, set[Item]]] = {}
+        self._closes: dict[int, tuple[int, list[Item]]] = {}
         self._seq = 0
         self._out: list[Finding] = []
         self._dirty: set[str] = set()
@@ -570,7 +782,10 @@ class Reconciler:
             self._run()
             return
         self._seq = seq = self._seq + 1
-        m.buffered[seq] = event
+        buffered = m.buffered
+        if buffered is _EMPTY:
+            buffered = m.buffered = {}
+        buffered[seq] = event
         changes = self._changes
         if changes is not None:
             key = (mid, "b", seq)
@@ -649,7 +864,7 @@ class Reconciler:
                 if changes is not None:
                     changes[(mid, "b", seq)] = None
                 if not buffered:
-                    m.buffered = {}  # a dict keeps its peak size; a quiet merchant's shrinks
+                    m.buffered = _EMPTY  # a dict keeps its peak size; a quiet merchant's goes
                 # the rank says which kind of event it is (see on_event)
                 if rank == 0:
                     self._on_sale(cast(PosEvent, event), m)
@@ -671,19 +886,19 @@ class Reconciler:
 
     def _close_timer(self, item: Item, close_ms: int) -> None:
         """Set an item's close: items closing at the same time share one timer (deadlines
-        cluster at cut-offs) and one int object for the time."""
+        cluster at cut-offs), one list and one int object for the time.
+
+        A close that moves (a batch's, to a later trade date: the only move) leaves its entry
+        in the earlier list, where :meth:`_fire_closes` skips it (its close_ms is no longer
+        that time); a list entry is 8 bytes where a set's was about 30 (issue 13). The entry
+        goes when that earlier time fires, before the item can close or be dropped."""
         group = self._closes.get(close_ms)
         if group is None:
-            group = self._closes[close_ms] = (close_ms, set())
+            group = self._closes[close_ms] = (close_ms, [])
             # mid "" sorts first: the group fires before any other timer of its time and kind
             self._timers.push((close_ms, _CLOSE, "", ""))
         item.close_ms = group[0]
-        group[1].add(item)
-
-    def _cancel_close(self, item: Item) -> None:
-        group = self._closes.get(item.close_ms)
-        if group is not None:
-            group[1].discard(item)
+        group[1].append(item)
 
     def _fire_closes(self, at_ms: int) -> None:
         """Close the items of one close time, by merchant and key (as one timer each would)."""
@@ -695,8 +910,10 @@ class Reconciler:
             m = merchants.get(item.merchant_id)
             if m is None or m.items.get(item.key) is not item:
                 continue
+            if item.close_ms != at_ms:
+                continue  # its close moved later: this entry is stale
             self._dirty.add(item.merchant_id)
-            if item.state == OPEN and item.close_ms == at_ms:
+            if item.state == OPEN:
                 self._close(item, m)
 
     def _fire(self, timer: tuple) -> None:
@@ -844,12 +1061,12 @@ class Reconciler:
             item = m.items[v[0]]
             assert len(item.sales) == v[1], f"batch {v[0]!r} of {mid!r}: a sale is missing"
             item.sales.append(_sale_from_plain(v[2:], self.evidence))
-            m.batch_of[auth_id] = item.key
+            m.own_batch_of()[auth_id] = item.key
         for mid, _, v in sorted(tags["c"], key=lambda x: cast(dict, x[2])["seq"]):
             rec = _credit_rec_from_plain(cast(dict, v))
             self._restore_credit(merchant(mid), rec)
         for mid, _, v in sorted(tags["d"], key=lambda x: x[2][5]):
-            merchant(mid).deductions[v[4]] = tuple(v)
+            merchant(mid).own_deductions()[v[4]] = tuple(v)
         for mid, seq, v in sorted(tags["b"], key=lambda x: int(x[1])):
             self._restore_buffered(merchant(mid), _event_from_plain(v), int(seq))
         for mid, rest, v in sorted(tags["r"]):
@@ -873,11 +1090,11 @@ class Reconciler:
         self._born.clear()
 
     def _restore_credit(self, m: Merchant, rec: CreditRec) -> None:
-        m.credits[rec.credit.credit_id] = rec
+        m.own_credits()[rec.credit.credit_id] = rec
         for ref in rec.waiting:
-            m.waiting_refs.setdefault(ref, []).append(rec.credit.credit_id)
+            m.own_waiting_refs().setdefault(ref, []).append(rec.credit.credit_id)
         if rec.amount_only:
-            m.amount_only.append(rec.credit.credit_id)
+            m.own_amount_only().append(rec.credit.credit_id)
         if rec.seq > self._seq:
             self._seq = rec.seq
 
@@ -893,6 +1110,8 @@ class Reconciler:
         else:
             heapq.heappush(self._buffer, (e.event_time_ms, _RANK.get(e.type, 0), e.event_id,
                                           seq, m.merchant_id))
+        if m.buffered is _EMPTY:
+            m.buffered = {}
         m.buffered[seq] = e
 
     def _rearm(self, m: Merchant) -> None:
@@ -1011,7 +1230,6 @@ class Reconciler:
         policy = self.policy
         cycle = policy.cycle_for(e.acquirer, e.merchant_id)
         if cycle.mode == "batch":
-            sale = self._new_sale(e)
             trade_day = policy.trade_day(e.event_time_ms, cycle)
             if e.batch_id is not None:
                 subject = e.batch_id
@@ -1020,34 +1238,40 @@ class Reconciler:
             key = _batch_key(subject)
             item = m.items.get(key)
             if item is None:
-                item = m.items[key] = BatchItem(key, e, cycle)
+                item = m.items[key] = (ListBatchItem if self.evidence else ColumnBatchItem)(
+                    key, e, cycle)
                 self._open += 1
                 self._created((mid, "i", key), item)
                 if self.observer is not None:
                     self.observer.on_item_opened(e.acquirer, e.currency, e.channel)
             else:
                 self._item_changed(m, item)
-            m.batch_of[auth_id] = item.key  # the item's string, not a copy per sale
+            m.own_batch_of()[auth_id] = item.key  # the item's string, not a copy per sale
             if self._changes is not None:
                 self._created((mid, "s", auth_id), (item, len(item.sales)))
-            item.sales.append(sale)
+            approved = e.status != DECLINED
+            if self.evidence:
+                item.sales.append(EvidenceSale(e, self._terminal(e.terminal_id)))
+            else:
+                item.add_sale(auth_id, e.channel, e.amount_minor, approved, e.event_time_ms)
             item.cached = None
             if e.event_time_ms > item.last_sale_ms:
                 item.last_sale_ms = e.event_time_ms
             if item.state == OPEN and trade_day > item.trade_day:
                 # A batch is due by its latest sale's trade date: the close can only move later.
                 if item.trade_day:
-                    self._cancel_close(item)
+                    # (its entry in the old close's list is skipped when that time fires)
                     if self._due_hook is not None:
-                        self._due_moved(item, sale, -1)
+                        self._due_moved(item, -1)
                     self._marks.untrack(mid, item)
                 item.trade_day = trade_day
-                self._close_timer(item, policy.batch_deadline_ms(trade_day, cycle)
-                                  + cycle.grace_ms)
+                close_ms = policy.batch_deadline_ms(trade_day, cycle) + cycle.grace_ms
+                if close_ms != item.close_ms:  # (a later trade date may share a due date)
+                    self._close_timer(item, close_ms)
                 self._marks.track(mid, item)
                 if len(item.sales) > 1 and self._due_hook is not None:
-                    self._due_moved(item, sale, 1)
-            if self._due_hook is not None and item.state == OPEN and sale.approved:
+                    self._due_moved(item, 1)
+            if self._due_hook is not None and item.state == OPEN and approved:
                 self._due_hook(e.acquirer, e.channel, e.currency, item.deadline_ms,
                                e.amount_minor, 1, bool(item.credits), item.trade_day)
         else:
@@ -1076,12 +1300,6 @@ class Reconciler:
                         if rec is not None:
                             rec.waiting.remove(ref)
                             self._attach(rec, item, m)
-
-    def _new_sale(self, e: PosEvent) -> Sale:
-        """A batch's sale."""
-        if not self.evidence:
-            return Sale(e)
-        return EvidenceSale(e, self._terminal(e.terminal_id))
 
     def _new_sale_item(self, e: PosEvent, cycle: Cycle) -> SaleItem:
         """A per-sale item, which is its sale."""
@@ -1142,7 +1360,7 @@ class Reconciler:
             return
         self._seq += 1
         d = (e.type, e.auth_id, e.amount_minor, e.event_time_ms, e.event_id, self._seq)
-        m.deductions[e.event_id] = d
+        m.own_deductions()[e.event_id] = d
         self._created((m.merchant_id, "d", e.event_id), d)
         self._timer(e.event_time_ms + self.policy.keep_settled_ms, _EXPIRE, m.merchant_id,
                     _DEDUCTIONS)
@@ -1165,7 +1383,7 @@ class Reconciler:
         self._seq += 1
         self._marks.on_credit(m.merchant_id, c)  # counted for its settle date's file
         rec = CreditRec(c, c.event_time_ms + self.policy.orphan_after_ms, self._seq)
-        m.credits[c.credit_id] = rec
+        m.own_credits()[c.credit_id] = rec
         self._created((m.merchant_id, "c", c.credit_id), rec)
         refs: list[str] | tuple[str, ...] = ()
         auth_ids = c.auth_ids
@@ -1178,7 +1396,7 @@ class Reconciler:
                 item = m.items.get(ref) if ref.startswith("\x1f") else self._item_of(ref, m)
                 if item is None:
                     rec.waiting.append(ref)
-                    m.waiting_refs.setdefault(ref, []).append(c.credit_id)
+                    m.own_waiting_refs().setdefault(ref, []).append(c.credit_id)
                 elif item.key not in rec.items:
                     self._attach(rec, item, m)
         else:
@@ -1186,7 +1404,7 @@ class Reconciler:
             if item is not None:
                 self._attach(rec, item, m)
             else:
-                m.amount_only.append(c.credit_id)
+                m.own_amount_only().append(c.credit_id)
                 rec.amount_only = True
         if not rec.matched or rec.waiting:
             self._timer(rec.orphan_ms, _ORPHAN, m.merchant_id, c.credit_id)
@@ -1224,12 +1442,15 @@ class Reconciler:
                                     s.amount_minor, at, trade_day,
                                     None if item.is_batch else s.event_time_ms)
 
-    def _due_moved(self, item: Item, new: Sale, sales: int) -> None:
-        """Tell the early-warning hook that a batch's earlier sales moved to its new deadline
-        (sales=-1 off the old one, before the move; +1 onto the new one, after it)."""
+    def _due_moved(self, item: Item, sales: int) -> None:
+        """Tell the early-warning hook that a batch's earlier sales (all but the one just
+        added, its last) moved to its new deadline (sales=-1 off the old one, before the move;
+        +1 onto the new one, after it)."""
         hook = self._due_hook
-        for s in item.sales:
-            if s is not new and s.approved:
+        rows = item.sales
+        for n in range(len(rows) - 1):
+            s = rows[n]
+            if s.approved:
                 hook(item.acquirer, s.channel, item.currency, item.deadline_ms, s.amount_minor,
                      sales, bool(item.credits), item.trade_day)
 
@@ -1782,7 +2003,7 @@ class Reconciler:
             m.items[item.key] = item
             if item.is_batch:
                 for s in item.sales:
-                    m.batch_of[s.auth_id] = item.key
+                    m.own_batch_of()[s.auth_id] = item.key
         for plain in snap["credits"]:
             rec = _credit_rec_from_plain(plain)
             rec.amount_only = False  # the list below says which
@@ -1795,7 +2016,7 @@ class Reconciler:
             if len(d) < 6:  # written before deductions carried their arrival order
                 self._seq += 1
                 d = [*d[:5], self._seq]
-            m.deductions[d[4]] = tuple(d)
+            m.own_deductions()[d[4]] = tuple(d)
         for plain in snap["buffered"]:
             self._seq += 1
             self._restore_buffered(m, _event_from_plain(plain), self._seq)
@@ -1912,9 +2133,16 @@ def _item_from_plain(p: dict[str, Any], merchant_id: str, policy: Policy,
                      evidence: bool = True) -> Item:
     item: Item
     if p["is_batch"]:
-        batch = item = BatchItem.__new__(BatchItem)
+        batch: BatchItem
+        if evidence:
+            batch = item = ListBatchItem.__new__(ListBatchItem)
+            batch.sales = [_sale_from_plain(values, evidence) for values in p["sales"]]
+        else:
+            batch = item = ColumnBatchItem.__new__(ColumnBatchItem)
+            ColumnBatchItem._empty(batch)
+            for values in p["sales"]:
+                batch.sales.append(_sale_from_plain(values, evidence))
         batch.trade_day, batch.last_sale_ms = p["trade_day"], p["last_sale_ms"]
-        batch.sales = [_sale_from_plain(values, evidence) for values in p["sales"]]
     else:
         # a per-sale item is its sale: the sale's fields onto the item
         cls = EvidenceSaleItem if evidence else SaleItem

@@ -40,6 +40,7 @@ def bench_core_command(config: str | None, events: int, small: int, open_sales: 
     load_before = os.getloadavg()
     at_small = fresh("_throughput", str(small), "--batch", str(batch))
     at_large = fresh("_throughput", str(events), "--batch", str(batch))
+    live = fresh("_throughput", str(small), "--batch", str(batch), "--live")
     memory = fresh("_open-sales", str(open_sales))  # the live worker's state
     with_evidence = fresh("_open-sales", str(open_sales), "--evidence")  # replay's
     at_end = fresh("_open-sales", str(open_sales), "--at-end")
@@ -55,6 +56,9 @@ def bench_core_command(config: str | None, events: int, small: int, open_sales: 
         "peak_rss_mb_small": at_small["peak_rss_mb"],
         "peak_rss_mb_large": at_large["peak_rss_mb"],
         "findings_large": at_large["findings"],
+        "live_events_per_cpu_s_small": live["events_per_cpu_s"],
+        "live_held_sales_small": live["held_sales"],
+        "bytes_per_held_sale_live": live["bytes_per_held_sale"],
         "open_sales": memory["open_sales"], "bytes_per_open_sale": memory["bytes_per_open_sale"],
         "bytes_per_open_sale_with_evidence": with_evidence["bytes_per_open_sale"],
         "bytes_per_open_sale_released_at_end": at_end["bytes_per_open_sale"],
@@ -76,9 +80,10 @@ def bench_core_floor_command(config: str | None, events: int) -> None:
 @click.argument("events", type=int)
 @click.option("--batch", default=1_000, type=int)
 @click.option("--config", type=click.Path(exists=True, dir_okay=False))
-def _throughput_command(events: int, batch: int, config: str | None) -> None:
+@click.option("--live", is_flag=True, help="The live worker's reconciler (no evidence, aging).")
+def _throughput_command(events: int, batch: int, config: str | None, live: bool) -> None:
     policy = load_policy(config) if config else default_policy()
-    click.echo(json.dumps(bench_core_throughput(policy, events, batch)))
+    click.echo(json.dumps(bench_core_throughput(policy, events, batch, live)))
 
 
 @bench_command.command("_open-sales", hidden=True)

@@ -69,17 +69,27 @@ class GcTimer:
         gc.callbacks.remove(self)
 
 
-def bench_core_throughput(policy: Policy, events: int, batch: int = 1_000) -> dict:
+def bench_core_throughput(policy: Policy, events: int, batch: int = 1_000,
+                          live: bool = False) -> dict:
     """The reconciler alone over `events` simulated events, fed `batch` at a time through
     `on_events` (the shells' entry point; `batch=1` feeds `on_event`). Reports events/s by
     the wall clock and by this process's CPU time (the machine may be shared), GC's share of
-    the wall time, and the peak RSS (the stream itself included)."""
+    the wall time, and the peak RSS (the stream itself included).
+
+    `live` builds the live worker's reconciler (no evidence, aging on) instead of the
+    replay's, and also reports what the state it holds costs once every event is in (before
+    the last clock move): the resident growth over the run per sale held, open or settled,
+    with the credits, deductions and redelivery ids that go with them (deploy/k8s/sizing.py's
+    bytes_per_sale)."""
     t0 = time.perf_counter()
     stream = core_stream(policy, events)
     generated_s = time.perf_counter() - t0
     tune_gc()
-    r = Reconciler(policy)
+    r = Reconciler(policy, evidence=False, aging=True) if live else Reconciler(policy)
     findings = 0
+    held: dict = {}
+    gc.collect()
+    rss_before = _rss_bytes()
     with GcTimer() as gc_time:
         t0, c0 = time.perf_counter(), time.process_time()
         if batch <= 1:
@@ -90,15 +100,28 @@ def bench_core_throughput(policy: Policy, events: int, batch: int = 1_000) -> di
             on_events = r.on_events
             for i in range(0, len(stream), batch):
                 findings += len(on_events(stream[i:i + batch]))
-        findings += len(r.advance_to(stream[-1].event_time_ms + 10 * DAY_MS))
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"events": len(stream), "seconds": round(seconds, 2),
+        gc_seconds, collections = gc_time.seconds, gc_time.collections
+    if live:  # not timed
+        gc.collect()
+        sales = sum(len(i.sales) for m in r.merchants.values() for i in m.items.values())
+        held = {"held_sales": sales,
+                "held_credits": sum(len(m.credits) for m in r.merchants.values()),
+                "bytes_per_held_sale": round((_rss_bytes() - rss_before) / max(sales, 1))}
+    with GcTimer() as gc_time:
+        t0, c0 = time.perf_counter(), time.process_time()
+        findings += len(r.advance_to(stream[-1].event_time_ms + 10 * DAY_MS))
+        seconds += time.perf_counter() - t0
+        cpu += time.process_time() - c0
+        gc_seconds += gc_time.seconds
+        collections += gc_time.collections
+    return {"events": len(stream), "live": live, "seconds": round(seconds, 2),
             "events_per_s": round(len(stream) / seconds),
             "events_per_cpu_s": round(len(stream) / cpu), "findings": findings,
-            "gc_share": round(gc_time.seconds / seconds, 4), "gc_collections": gc_time.collections,
+            "gc_share": round(gc_seconds / seconds, 4), "gc_collections": collections,
             "late_data": r.stats.late_data, "redeliveries": r.stats.redeliveries,
             "generate_seconds": round(generated_s, 1),
-            "peak_rss_mb": round(_peak_rss_bytes() / 2**20)}
+            "peak_rss_mb": round(_peak_rss_bytes() / 2**20), **held}
 
 
 def bench_open_sales(policy: Policy, sales: int, evidence: bool = False,

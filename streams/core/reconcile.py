@@ -533,6 +533,9 @@ class EvidenceSaleItem(SaleItem):
 
 
 _NO_CREDITS: list[str] = []  # shared by every item without a credit; never appended to
+# An empty list of ids until one is added (a list is made then): a merchant's amount_only, a
+# credit's items and waiting refs. An empty list is 56 bytes, and most stay empty (issue 13).
+_NO_IDS: Any = ()
 
 
 class CreditRec:
@@ -543,8 +546,8 @@ class CreditRec:
         self.credit = credit
         self.seq = seq  # arrival order: orders a merchant's waiting and amount-only credits
         self.amount_only = False  # in the merchant's amount_only list
-        self.items: list[str] = []  # item keys this credit pays
-        self.waiting: list[str] = []  # refs (auth ids or batch keys) not known yet
+        self.items: list[str] = _NO_IDS  # item keys this credit pays
+        self.waiting: list[str] = _NO_IDS  # refs (auth ids or batch keys) not known yet
         self.judged = False
         self.orphan_ms = orphan_ms
         self.expire_ms = FOREVER
@@ -566,7 +569,6 @@ class _Unwritten(dict):
 
 
 _EMPTY: Any = _Unwritten()
-_NO_IDS: Any = ()  # a merchant's amount_only list until it has one
 
 
 class Merchant:
@@ -1395,6 +1397,8 @@ class Reconciler:
             for ref in refs:
                 item = m.items.get(ref) if ref.startswith("\x1f") else self._item_of(ref, m)
                 if item is None:
+                    if rec.waiting is _NO_IDS:
+                        rec.waiting = []
                     rec.waiting.append(ref)
                     m.own_waiting_refs().setdefault(ref, []).append(c.credit_id)
                 elif item.key not in rec.items:
@@ -1422,10 +1426,14 @@ class Reconciler:
 
     def _attach(self, rec: CreditRec, item: Item, m: Merchant) -> None:
         rec.matched = True
-        rec.items.append(item.key)
+        if rec.items is _NO_IDS:
+            rec.items = [item.key]
+        else:
+            rec.items.append(item.key)
         if item.credits is _NO_CREDITS:
-            item.credits = []
-        item.credits.append(rec.credit.credit_id)
+            item.credits = [rec.credit.credit_id]
+        else:
+            item.credits.append(rec.credit.credit_id)
         self._credit_changed(m, rec)
         self._item_changed(m, item)
         if self._touched is not None:
@@ -1492,7 +1500,7 @@ class Reconciler:
                     m.amount_only.remove(credit_id)
                     rec.amount_only = False
                     rec.matched = True
-                    rec.items.append(item.key)
+                    rec.items = [item.key]  # an amount-only credit pays one item
                     item.credits = [credit_id]
                     self._credit_changed(m, rec)
                     break
@@ -1660,7 +1668,7 @@ class Reconciler:
                 waiting.remove(credit_id)
                 if not waiting:
                     del m.waiting_refs[ref]
-        rec.waiting = []
+        rec.waiting = _NO_IDS
 
     # -- retention -------------------------------------------------------------------------------
 
@@ -1672,6 +1680,7 @@ class Reconciler:
             expire = item.close_ms + self.policy.missing_horizon_ms
         else:
             expire = last_activity_ms + self.policy.keep_settled_ms
+            item.cached = None  # a memo: a closed item seldom needs it again (issue 13)
         old = item.expire_ms
         if old == FOREVER or expire > old or (resolved and expire != old):
             if old != FOREVER:
@@ -2179,7 +2188,8 @@ def _credit_rec_from_plain(p: dict[str, Any]) -> CreditRec:
     credit = _event_from_plain(p["credit"])
     assert type(credit) is Credit
     rec = CreditRec(credit, p["orphan_ms"], p.get("seq", 0))
-    rec.items, rec.waiting = list(p["items"]), list(p["waiting"])
+    rec.items = list(p["items"]) if p["items"] else _NO_IDS
+    rec.waiting = list(p["waiting"]) if p["waiting"] else _NO_IDS
     rec.judged, rec.expire_ms, rec.matched = p["judged"], p["expire_ms"], p["matched"]
     rec.amount_only = p.get("amount_only", False)
     return rec

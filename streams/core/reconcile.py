@@ -385,6 +385,23 @@ class ColumnBatchItem(BatchItem):
             self.adjusted[n] = [reversed_minor, refunded_minor, adjustments]
 
 
+def _column_expected(item: ColumnBatchItem, fee: Any) -> tuple[int, int]:
+    """(expected net, approved sales) of a column batch, as Reconciler._expected computes
+    them from sale objects."""
+    total = approved = 0
+    declined, adjusted = item.declined, item.adjusted
+    for n, (amount, channel) in enumerate(zip(item.amounts, item.channels)):
+        extra = adjusted.get(n) if adjusted is not None else None
+        if declined is None or n not in declined:
+            approved += 1
+            captured = amount - extra[0] if extra is not None else amount
+            if captured > 0:
+                total += captured - fee(channel, captured)
+        if extra is not None:
+            total -= extra[1]
+    return total, approved
+
+
 class SaleRows:
     """The sales of a :class:`ColumnBatchItem` as a sequence of :class:`SaleRow` views."""
 
@@ -917,6 +934,9 @@ class Reconciler:
             self._dirty.add(item.merchant_id)
             if item.state == OPEN:
                 self._close(item, m)
+                if item.state != MISSING:
+                    # a memo: once judged, a closed item seldom needs it again (issue 13)
+                    item.cached = None
 
     def _fire(self, timer: tuple) -> None:
         at_ms, kind, mid, key = timer
@@ -1680,7 +1700,6 @@ class Reconciler:
             expire = item.close_ms + self.policy.missing_horizon_ms
         else:
             expire = last_activity_ms + self.policy.keep_settled_ms
-            item.cached = None  # a memo: a closed item seldom needs it again (issue 13)
         old = item.expire_ms
         if old == FOREVER or expire > old or (resolved and expire != old):
             if old != FOREVER:
@@ -1745,13 +1764,25 @@ class Reconciler:
             if item.is_batch:
                 for s in item.sales:
                     remember(mid, "x" + s.auth_id, at_ms)
-        for s in item.sales:
-            if item.is_batch:
-                m.batch_of.pop(s.auth_id, None)
-                changed((mid, "s", s.auth_id), None)
-            remember(mid, "a" + s.auth_id, s.event_time_ms)
-            for a in s.adjustments or ():
-                remember(mid, "e" + a[1], a[3])
+        if type(item) is ColumnBatchItem:  # its columns read directly (no SaleRow views)
+            batch_of = m.batch_of
+            adjusted = item.adjusted
+            for n, (auth_id, sale_ms) in enumerate(zip(item.auth_ids, item.times)):
+                batch_of.pop(auth_id, None)
+                changed((mid, "s", auth_id), None)
+                remember(mid, "a" + auth_id, sale_ms)
+                extra = adjusted.get(n) if adjusted is not None else None
+                if extra is not None:
+                    for a in extra[2] or ():
+                        remember(mid, "e" + a[1], a[3])
+        else:
+            for s in item.sales:
+                if item.is_batch:
+                    m.batch_of.pop(s.auth_id, None)
+                    changed((mid, "s", s.auth_id), None)
+                remember(mid, "a" + s.auth_id, s.event_time_ms)
+                for a in s.adjustments or ():
+                    remember(mid, "e" + a[1], a[3])
         # A credit is retained as long as the items it pays (an orphan has a timer).
         for credit_id in item.credits:
             rec = m.credits.get(credit_id)
@@ -1778,6 +1809,9 @@ class Reconciler:
                     cached = item.cached = (-s.refunded_minor, 1)
                 return cached[0]
             total = approved = 0
+            if type(item) is ColumnBatchItem:
+                cached = item.cached = _column_expected(item, fee)
+                return cached[0]
             for s in sales:
                 if s.approved:
                     approved += 1

@@ -91,25 +91,30 @@ finding is raised, from the state that decided it, by a reconciler built with
 terminal, masked card and trace fields (:class:`EvidenceSale`, :class:`EvidenceSaleItem`).
 The live worker builds it with ``evidence=False``: its records on settlewatch.anomalies carry
 no evidence (streams.wire.encode), so its findings have ``evidence`` None and its sales keep
-only what decides findings (:class:`Sale`, :class:`SaleItem`; the evidence-only fields read as
-None and are written as None in take_changes' values, which keep their shape). Findings are
+only what decides findings (:class:`SaleItem`, a :class:`ColumnBatchItem`'s columns; the
+evidence-only fields read as None and are written as None in take_changes' values, which keep their shape). Findings are
 identical either way in every wire field (tests/core/test_compact.py). Rebuilding evidence on
 the audit side from the replayed inputs instead would have to re-derive, as of each finding,
 a sale's reversals and refunds and which of them were netted into a later credit, i.e. run
 this file's rules a second time; the replay has every input and runs this file anyway, so it
 keeps ``evidence=True`` and its output stays byte-identical.
 
-Representation (issue 13). Per open sale the live state holds: one slotted object (a per-sale
-item is its own sale, :class:`SaleItem`, with its amount and time int objects; a batch's sales
-are columns of its :class:`ColumnBatchItem`, 8 bytes each of amount and time), its auth_id
-string (the key of ``Merchant.items`` or of ``Merchant.batch_of``, whose values are the batch
-item's own key string), and per item an 8-byte entry in the list of the items closing at its
-close time (``_closes``: one timer and one int object per distinct close time, not per item;
-deadlines cluster at cut-offs). An item
-has no subject or deadline slot (they follow from its key and close). Settled and void items
-are dropped ``keep_settled`` after their last activity, leaving only their tagged ids in the
-redelivery store. What this does not do, and what 400 bytes per open sale or 300k events/s
-would take, is in README's performance notes: columnar (numpy) rows keyed by an int index.
+Representation (issue 13). Per open sale the live state holds: a per-sale item is its own
+sale, one slotted :class:`SaleItem` with its amount and time int objects; a batch's sales are
+columns of its :class:`ColumnBatchItem` (no object per sale: a list entry each for the auth_id
+and the channel, 8 bytes each of amount and time, declined and adjusted sales in sparse maps),
+read through :class:`SaleRow` views where a rule wants a sale object and directly on the hot
+paths (expected net, drop). Then its auth_id string (the key of ``Merchant.items`` or of
+``Merchant.batch_of``, whose values are the batch item's own key string), and per item an
+8-byte entry in the list of the items closing at its close time (``_closes``: one timer and one
+int object per distinct close time, not per item; deadlines cluster at cut-offs). An item has
+no subject or deadline slot (they follow from its key and close). A merchant's seldom-filled
+maps, and a credit's id lists, share one read-only empty until written (:class:`_Unwritten`,
+``_NO_IDS``); a closed item drops its expected-net memo once judged. Settled and void items are
+dropped ``keep_settled`` after their last activity, leaving only their tagged ids in the
+redelivery store; until then a settled sale, with its credit record, costs about twice an open
+one (README's performance notes, ``bytes_per_held_sale``), and what 300k events/s would take
+is there too.
 """
 from __future__ import annotations
 
@@ -719,7 +724,8 @@ class Reconciler:
                  evidence: bool = True) -> None:
         self.policy = policy
         # evidence=False (the live worker: its records carry no evidence): findings have
-        # evidence None and sales keep only what decides findings (Sale, not EvidenceSale)
+        # evidence None and sales keep only what decides findings (SaleItem and batch columns,
+        # not EvidenceSale)
         self.evidence = evidence
         self.observer = observer
         self.stats = Stats()

@@ -94,9 +94,9 @@ no evidence (streams.wire.encode), so its findings have ``evidence`` None and it
 only what decides findings (:class:`SaleItem`, a :class:`ColumnBatchItem`'s columns; the
 evidence-only fields read as None and are written as None in take_changes' values, which keep
 their shape). Findings are identical either way in every wire field
-(tests/core/test_compact.py). Rebuilding evidence on the audit side from the replayed inputs instead would have to re-derive, as of each finding,
-a sale's reversals and refunds and which of them were netted into a later credit, i.e. run
-this file's rules a second time; the replay has every input and runs this file anyway, so it
+(tests/core/test_compact.py). Rebuilding evidence on the audit side from the replayed inputs
+instead would have to re-derive, as of each finding, a sale's reversals and refunds and which
+of them were netted into a later credit, i.e. run this file's rules a second time; the replay has every input and runs this file anyway, so it
 keeps ``evidence=True`` and its output stays byte-identical.
 
 Representation (issue 13). Per open sale the live state holds: a per-sale item is its own

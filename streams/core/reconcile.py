@@ -86,17 +86,17 @@ The older whole-merchant form (:meth:`snapshot_merchant` / :meth:`restore_mercha
 :meth:`take_dirty`) is kept over the same state for existing callers.
 
 Evidence. A finding's ``evidence`` (the sales, credits and cycle behind it) is built when the
-finding is raised, from the state that decided it, by a reconciler built with
-``evidence=True`` (the default: file and Kafka replay, tests), whose sales also keep their
-terminal, masked card and trace fields (:class:`EvidenceSale`, :class:`EvidenceSaleItem`).
-The live worker builds it with ``evidence=False``: its records on settlewatch.anomalies carry
-no evidence (streams.wire.encode), so its findings have ``evidence`` None and its sales keep
-only what decides findings (:class:`SaleItem`, a :class:`ColumnBatchItem`'s columns; the
-evidence-only fields read as None and are written as None in take_changes' values, which keep
-their shape). Findings are identical either way in every wire field
-(tests/core/test_compact.py). Rebuilding evidence on the audit side from the replayed inputs
-instead would have to re-derive, as of each finding, a sale's reversals and refunds and which
-of them were netted into a later credit, i.e. run this file's rules a second time; the replay has every input and runs this file anyway, so it
+finding is raised, from the state that decided it, by a reconciler built with ``evidence=True``
+(the default: file and Kafka replay, tests), whose sales also keep their terminal, masked card
+and trace fields (:class:`EvidenceSale`, :class:`EvidenceSaleItem`). The live worker builds it
+with ``evidence=False``: its records on settlewatch.anomalies carry no evidence
+(streams.wire.encode), so its findings have ``evidence`` None and its sales keep only what
+decides findings (:class:`SaleItem`, a :class:`ColumnBatchItem`'s columns; the evidence-only
+fields read as None and are written as None in take_changes' values, which keep their shape).
+Findings are identical either way in every wire field (tests/core/test_compact.py). Rebuilding
+evidence on the audit side from the replayed inputs instead would have to re-derive, as of each
+finding, a sale's reversals and refunds and which of them were netted into a later credit, i.e.
+run this file's rules a second time; the replay has every input and runs this file anyway, so it
 keeps ``evidence=True`` and its output stays byte-identical.
 
 Representation (issue 13). Per open sale the live state holds: a per-sale item is its own

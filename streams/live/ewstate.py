@@ -94,10 +94,10 @@ def restore(ew: EarlyWarning, copies: Iterable[tuple[int, bytes]],
     (RESTORED, CORRUPT or INCOMPATIBLE), logged and passed to `count(result)`. Never raises
     for a bad copy: the worker relearns what it could not restore."""
     results = {}
+    taken = 0
     for p, value in sorted(copies, key=lambda c: c[0]):
         try:
-            snap = decode(value)
-            taken = ew.restore(snap)
+            taken += ew.restore(decode(value))
         except SnapshotError as exc:
             results[p] = exc.kind
             log.warning("partition %d: early-warning baseline in the changelog ignored, %s: "
@@ -105,12 +105,14 @@ def restore(ew: EarlyWarning, copies: Iterable[tuple[int, bytes]],
                         "days)", p, exc.kind, exc)
         else:
             results[p] = RESTORED
-            pairs = len(snap.get("curves", {}))
-            log.info("partition %d: early-warning baseline restored from the changelog: %d "
-                     "settle days of %d acquirer/channels taken (%d in the copy)", p, taken,
-                     pairs, sum(len(v) for v in snap.get("curves", {}).values()))
         if count is not None:
             count(results[p])
+    good = [p for p, r in results.items() if r == RESTORED]
+    if good:
+        pairs = ew.learned()
+        log.info("early-warning baseline restored from the changelog of partitions %s: %d "
+                 "settle days taken, %d learned in all for %d acquirer/channels", good, taken,
+                 sum(ew.history_days(*k) for k in pairs), len(pairs))
     return results
 
 

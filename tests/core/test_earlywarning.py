@@ -385,8 +385,8 @@ def test_the_band_of_a_per_sale_deadline_is_read_from_its_own_sales_windows():
 
 def _mixed_traffic(p, first_day: str, days: int, **slow) -> list:
     """The batch acquirer and the per-sale one together, the slowdown (if any) on both."""
-    return sorted(traffic(p, first_day, days, **slow) + per_sale_traffic(p, first_day, days, **slow),
-                  key=lambda e: e.event_time_ms)
+    both = traffic(p, first_day, days, **slow) + per_sale_traffic(p, first_day, days, **slow)
+    return sorted(both, key=lambda e: e.event_time_ms)
 
 
 def _continue(p, ew: EarlyWarning, events, until: int) -> tuple[list, list]:

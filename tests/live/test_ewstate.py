@@ -56,6 +56,7 @@ def _bad_copies() -> list[tuple[int, bytes, str, str]]:
 
 def test_a_corrupt_or_incompatible_copy_is_logged_counted_and_ignored(caplog):
     m = Metrics.create(CollectorRegistry(), version="t", worker="t")
+    m.enable_early_warning(P)
     ew = EarlyWarning(P)
     good, _ = ewstate.encode(learned().snapshot())
     bad = _bad_copies()

@@ -144,9 +144,11 @@ def exercise_early_warning(m: Metrics, clock_ms: int) -> None:
     steps = cfg.lookback_ms // cfg.step_ms
     paid_from = steps - 10 * HOUR_MS // cfg.step_ms
     deadline = clock_ms + 2 * HOUR_MS
-    ew.restore({"ACQ-A\x1fdebit": [[deadline - (d + 1) * DAY_MS, "1d",
-                                     [0.0] * paid_from + [1.0] * (steps - paid_from)]
-                                    for d in range(cfg.min_history)]})
+    ew.restore({"format": 1, "step_ms": cfg.step_ms, "lookback_ms": cfg.lookback_ms,
+                "grid": 101, "fractions": {},
+                "curves": {"ACQ-A\x1fdebit": [[deadline - (d + 1) * DAY_MS, "1d",
+                                               [0.0] * paid_from + [1.0] * (steps - paid_from)]
+                                              for d in range(cfg.min_history)]}})
     ew.advance_to(clock_ms - HOUR_MS)
     for _ in range(cfg.min_due_sales):
         m.observer().on_sale_due("ACQ-A", "debit", "CNY", deadline, 10_000, 1, False,

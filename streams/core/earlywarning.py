@@ -57,16 +57,21 @@ standard deviations or more (not the chance of a small day), and the slow day's 
 ``min_lag`` or more to come down to today's count (today is that far behind it): absence of
 credits is itself the signal, hours before deadline + grace. A per-sale deadline is judged this
 way once ``min_history`` per-sale days are learned (by the curve before). A batch's sales pass
-no sale time, so batch acquirers are judged by the curve alone, as before. The per-sale days
-are not in :meth:`snapshot` (a restored module relearns them).
+no sale time, so batch acquirers are judged by the curve alone, as before.
 
-State and restarts. The learned history is plain data (:meth:`snapshot` / :meth:`restore`).
-The live worker does not persist it: a restarted worker relearns, and warns only after it has
-seen ``min_history`` complete settle days itself. A settle day counts only when the module saw
-its whole lookback (its first sample at or after the module's first clock) and nothing
-disturbed it (:meth:`disrupt`: a partition moved to or from this worker, so the counters of
-the open deadlines no longer cover the same sales); a disturbed deadline neither learns nor
-warns. This is stated in the README and tested (tests/core/test_earlywarning.py).
+State and restarts. The learned history, curves and per-sale days, is plain data
+(:meth:`snapshot` / :meth:`restore`): a versioned envelope that names the ``step``, ``lookback``
+and grid its rows were sampled on, so a snapshot taken under other settings, of another format,
+or damaged, is refused whole with a :class:`SnapshotError` that says why (the module is left as
+it was and relearns). :meth:`restore` merges: a deadline the module has learned already keeps
+its own days. The live worker persists the snapshot in its changelog (streams.live.ewstate) and
+restores it before its partitions serve metrics. The open deadlines' counters are not in it: a
+restored module warns for the deadlines whose sales it sees from its start, and a settle day
+is learned only when the module saw its whole lookback (its first sample at or after the
+module's first clock) and nothing disturbed it (:meth:`disrupt`: a partition moved to or from
+this worker, so the counters of the open deadlines no longer cover the same sales); a
+disturbed deadline neither learns nor warns. This is stated in the README and tested
+(tests/core/test_earlywarning.py).
 
 Imports: stdlib, numpy and the core's policy only.
 """
@@ -94,6 +99,17 @@ HALF = 0.5
 FRACTION_GRID = 101  # the per-sale CDF of elapsed fractions: 0, 0.01, ..., 1
 _GRID = np.linspace(0.0, 1.0, FRACTION_GRID)
 SIGNIFICANCE = 4.0  # per-sale: the shortfall must be this many binomial standard deviations
+SNAPSHOT_FORMAT = 1  # the envelope of snapshot(); restore() refuses any other
+
+
+class SnapshotError(ValueError):
+    """A snapshot :meth:`EarlyWarning.restore` refuses whole. `kind` is ``corrupt`` (not the
+    shape this module writes) or ``incompatible`` (another format, or sampled on another
+    step, lookback or grid); the message says what exactly."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +227,7 @@ class EarlyWarning:
         self._raised: list[EarlyWarningEvent] = []
         self._currencies: dict[tuple[str, str], set[str]] = {}  # every key heard of
         self._zone = ZoneInfo(policy.timezone)
+        self.revision = 0  # moves whenever the learned history changes (what snapshot() holds)
 
     # -- the reconciler's hooks ------------------------------------------------------------------
 
@@ -322,14 +339,17 @@ class EarlyWarning:
                 if self._per_sale(d):
                     h.fraction_days.append((d.deadline_ms, _fraction_cdf(d)))
                 h.version += 1
+                self.revision += 1
         window = self.config.window_ms
         for h in self._history.values():
             while h.days and h.days[0][0] < clock_ms - window:
                 h.days.popleft()
                 h.version += 1
+                self.revision += 1
             while h.fraction_days and h.fraction_days[0][0] < clock_ms - window:
                 h.fraction_days.popleft()
                 h.version += 1
+                self.revision += 1
 
     @staticmethod
     def _per_sale(d: _Deadline) -> bool:
@@ -550,6 +570,10 @@ class EarlyWarning:
         h = self._history.get((acquirer, channel))
         return len(h.days) if h else 0
 
+    def learned(self) -> list[tuple[str, str]]:
+        """Every (acquirer, channel) with a learned settle day (restored ones included)."""
+        return sorted(k for k, h in self._history.items() if h.days or h.fraction_days)
+
     # -- words -----------------------------------------------------------------------------------
 
     def sentence(self, acquirer: str, channel: str, later_ms: int, usual_ms: int | None,
@@ -571,22 +595,128 @@ class EarlyWarning:
 
     # -- plain data ------------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """The learned history as plain data: {"acquirer\\x1fchannel": [[deadline_ms, kind,
-        [share per step, None for none]], ...]}."""
-        return {f"{a}\x1f{c}": [[t, k, [None if math.isnan(x) else round(x, 4) for x in s]]
-                                for t, k, s in h.days]
-                for (a, c), h in sorted(self._history.items())}
+    def snapshot(self, max_days: int | None = None) -> dict[str, Any]:
+        """The learned history as plain data (JSON-ready; floats exact, so a restored module
+        judges as this one does)::
 
-    def restore(self, snap: dict[str, Any]) -> None:
-        for key, days in snap.items():
-            acquirer, _, channel = key.partition("\x1f")
-            h = self._history.setdefault((acquirer, channel), _History())
-            for t, k, s in days:
-                row = [math.nan if x is None else float(x) for x in s]
-                if len(row) == self._steps:
-                    h.days.append((int(t), str(k), tuple(row)))
-            h.version += 1
+            {"format": 1, "step_ms": ..., "lookback_ms": ..., "grid": 101,
+             "clock_ms": the module's clock,
+             "curves": {"acquirer\\x1fchannel": [[deadline_ms, kind, [share per step, None
+                        for none]], ...]},
+             "fractions": {"acquirer\\x1fchannel": [[deadline_ms, [CDF on the grid]], ...]}}
+
+        `max_days`: only the newest that many days of each kind of history per acquirer and
+        channel (a shell bounding the size of what it stores)."""
+        cfg = self.config
+
+        def newest(rows: Any) -> list:
+            rows = list(rows)
+            return rows if max_days is None else rows[max(len(rows) - max_days, 0):]
+
+        return {
+            "format": SNAPSHOT_FORMAT, "step_ms": cfg.step_ms, "lookback_ms": cfg.lookback_ms,
+            "grid": FRACTION_GRID, "clock_ms": self.clock_ms,
+            "curves": {f"{a}\x1f{c}": [[t, k, [None if math.isnan(x) else x for x in s]]
+                                       for t, k, s in newest(h.days)]
+                       for (a, c), h in sorted(self._history.items()) if h.days},
+            "fractions": {f"{a}\x1f{c}": [[t, [float(x) for x in cdf]]
+                                          for t, cdf in newest(h.fraction_days)]
+                          for (a, c), h in sorted(self._history.items()) if h.fraction_days},
+        }
+
+    def restore(self, snap: Any) -> int:
+        """Merge a :meth:`snapshot` into the learned history; the number of settle days taken
+        (a deadline this module has learned already keeps its own). Checked whole first: a
+        snapshot of another format or settings, or a damaged one, raises SnapshotError and
+        changes nothing. Days older than `window` leave at the next clock move."""
+        curves, fractions = self._checked(snap)
+        taken, moved = 0, False
+        for key, rows in curves.items():
+            h = self._history.setdefault(key, _History())
+            have = {t for t, _, _ in h.days}
+            new = [r for r in rows if r[0] not in have]
+            if new:
+                h.days = deque(sorted([*h.days, *new], key=lambda r: r[0]))
+                h.version += 1
+                taken += len(new)
+        for key, rows in fractions.items():
+            h = self._history.setdefault(key, _History())
+            have = {t for t, _ in h.fraction_days}
+            new = [r for r in rows if r[0] not in have]
+            if new:
+                h.fraction_days = deque(sorted([*h.fraction_days, *new], key=lambda r: r[0]))
+                h.version += 1
+                moved = True
+        if taken or moved:
+            self.revision += 1
+        return taken
+
+    def _checked(self, snap: Any) -> tuple[dict, dict]:
+        """The snapshot's rows as the history holds them, or SnapshotError."""
+        if not isinstance(snap, dict) or "format" not in snap:
+            raise SnapshotError("corrupt", "not an early-warning snapshot (no format field)")
+        if snap["format"] != SNAPSHOT_FORMAT:
+            raise SnapshotError("incompatible", f"snapshot format {snap['format']!r}; this "
+                                f"version reads format {SNAPSHOT_FORMAT}")
+        cfg = self.config
+        for name, ours in (("step_ms", cfg.step_ms), ("lookback_ms", cfg.lookback_ms),
+                           ("grid", FRACTION_GRID)):
+            theirs = snap.get(name)
+            if theirs != ours:
+                raise SnapshotError("incompatible", f"learned with {name} {theirs!r}, the "
+                                    f"policy now has {ours!r} ([early_warning] step or "
+                                    f"lookback changed): its curves do not fit")
+        curves, fractions = snap.get("curves"), snap.get("fractions")
+        if not isinstance(curves, dict) or not isinstance(fractions, dict):
+            raise SnapshotError("corrupt", "curves and fractions must be tables")
+        out_c: dict[tuple[str, str], list] = {}
+        out_f: dict[tuple[str, str], list] = {}
+        try:
+            for key, rows in curves.items():
+                out_c[_pair(key)] = [(_ms(t), _kind_of(k), tuple(_shares(s, self._steps)))
+                                     for t, k, s in rows]
+            for key, rows in fractions.items():
+                out_f[_pair(key)] = [(_ms(t), np.array(_shares(c, FRACTION_GRID, nan=False)))
+                                     for t, c in rows]
+        except (TypeError, ValueError) as exc:
+            raise SnapshotError("corrupt", f"a malformed row: {exc}") from None
+        return out_c, out_f
+
+
+def _pair(key: Any) -> tuple[str, str]:
+    if not isinstance(key, str) or "\x1f" not in key:
+        raise ValueError(f"key {key!r} is not acquirer\\x1fchannel")
+    acquirer, _, channel = key.partition("\x1f")
+    return acquirer, channel
+
+
+def _ms(t: Any) -> int:
+    if type(t) is not int:
+        raise ValueError(f"deadline {t!r} is not integer ms")
+    return t
+
+
+def _kind_of(k: Any) -> str:
+    if k not in KINDS:
+        raise ValueError(f"kind {k!r} is none of {', '.join(KINDS)}")
+    return k
+
+
+def _shares(row: Any, n: int, nan: bool = True) -> list[float]:
+    """A row of n shares, finite and at least 0 (None for a step not sampled, where `nan`
+    allows it)."""
+    if not isinstance(row, list) or len(row) != n:
+        raise ValueError(f"a row of {len(row) if isinstance(row, list) else row!r} values, "
+                         f"expected {n}")
+    out = []
+    for x in row:
+        if x is None and nan:
+            out.append(math.nan)
+        elif type(x) in (int, float) and 0.0 <= x < math.inf:
+            out.append(float(x))
+        else:
+            raise ValueError(f"share {x!r} is not a number at or above 0")
+    return out
 
 
 def _fraction_cdf(d: _Deadline) -> np.ndarray:

@@ -148,7 +148,7 @@ class EarlyWarningConfig:
     window_ms: int = 28 * MS_PER_DAY  # settle days older than this leave the baseline
     step_ms: int = 15 * MS_PER_MINUTE  # the paid share is sampled every step
     lookback_ms: int = 2 * MS_PER_DAY  # ...from this long before each deadline
-    min_history: int = 5  # settle days learned (this run) before an acquirer may warn
+    min_history: int = 5  # settle days learned (restored ones count) before an acquirer may warn
     min_due_sales: int = 20  # fewer sales due by a deadline never warn
     min_expected_pct: int = 50  # the usual share paid by now must be at least this
     band_pct: int = 10  # the lower band: this percentile of the learned days

@@ -58,6 +58,7 @@ from faust.types import TP
 
 from streams.core.policy import Policy, default_policy, load_policy
 from streams.kafka_security import from_environment as kafka_security
+from streams.live import ewstate
 from streams.live.config import LiveConfig
 from streams.live.diagnostics import dump_tasks
 from streams.live.exits import _die, arm_stop_deadline, exit_for_restart
@@ -126,6 +127,10 @@ class Runtime:
         self.acks_repaired = 0
         self.changelog_records = 0
         self.changelog_bytes = 0
+        # the early warning's baseline in the changelog (streams.live.ewstate), and an event of
+        # each partition to file its store write under (in_partition)
+        self.baseline = ewstate.Keeper(cfg.baseline_interval_ms)
+        self.last_event: dict[int, Any] = {}
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -186,6 +191,7 @@ class Runtime:
         lookback = self.cfg.dedupe_lookback_ms
         horizons = {p: LivePartition.horizon_ms(entries[p], now, lookback) for p in partitions}
         published = await self._read_published(horizons)
+        self._restore_baseline(entries)  # before the partitions are seen by the metrics
         built = {}
         for p in partitions:
             lp, resend = LivePartition.restore(
@@ -200,6 +206,75 @@ class Runtime:
                      len(published[p]), self.topics.anomalies, _iso(horizons[p]), len(resend))
         log.info("partitions %s ready in %.2fs", sorted(partitions), time.monotonic() - started)
         return built
+
+    def _restore_baseline(self, entries: dict[int, list]) -> None:
+        """Merge the early-warning baseline copies of these partitions' changelog into the
+        worker's early warning (streams.live.ewstate); a bad copy is logged and ignored."""
+        ew = self.metrics.early_warning
+        if ew is None:
+            return
+        copies = [(p, v) for p, kvs in entries.items() for k, v in kvs
+                  if k == ewstate.baseline_key(p)]
+        if not copies:
+            return
+        count = self.metrics.baseline_restores
+        with ew.lock:
+            results = ewstate.restore(ew.warning, copies, lambda r: count.labels(r).inc())
+            revision = ew.warning.revision
+        for p, result in results.items():
+            if result == ewstate.RESTORED:
+                self.baseline.has(p, revision)
+
+    async def save_baseline(self, now: int, final: bool = False) -> list:
+        """Write the early-warning baseline to the partitions whose copy is stale, at most once
+        per `baseline_interval` (any time when `final`); the send futures. Never per event: a
+        copy is written only when the learned history changed."""
+        ew = self.metrics.early_warning
+        if ew is None or self.state is None:
+            return []
+        revision = ew.warning.revision
+        due = [p for p in self.baseline.due(now, revision, list(self.parts), final)
+               if p in self.last_event]
+        if not due:
+            return []
+        with ew.lock:
+            warning = ew.warning
+            snap = warning.snapshot()
+        try:
+            value, kept = ewstate.encode(snap, fewer=lambda n: warning.snapshot(max_days=n))
+        except ValueError as exc:
+            log.warning("early-warning baseline not written: %s", exc)
+            return []
+        if kept is not None:
+            log.warning("early-warning baseline over %d bytes: the newest %d settle days per "
+                        "acquirer and channel written", ewstate.MAX_BYTES, kept)
+        store, send, topic = self.state.data, self.app.producer.send, self.changelog_topic
+        sent = []
+        for p in due:
+            key = ewstate.baseline_key(p)
+            with in_partition(self.last_event[p]):
+                store[key] = value
+            fut = await send(topic=topic, key=key, value=value, partition=p, timestamp=None,
+                             headers=None)
+            fut.add_done_callback(partial(self._baseline_acked, p))
+            sent.append(fut)
+        self.baseline.written(due, revision, now)
+        m = self.metrics
+        m.baseline_writes.inc(len(due))
+        m.baseline_bytes.set(len(value))
+        m.baseline_written.set(now / 1000)
+        m.changelog_written(len(due), sum(len(ewstate.baseline_key(p)) + len(value)
+                                          for p in due))
+        return sent
+
+    def _baseline_acked(self, partition: int, fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            exc = None if fut.cancelled() else fut.exception()
+            log.warning("partition %d: early-warning baseline not on the changelog (%s); "
+                        "written again at the next interval", partition,
+                        type(exc).__name__ if exc else "cancelled")
+            self.metrics.baseline_write_failures.inc()
+            self.baseline.failed(partition)
 
     async def _seed_offsets(self, partitions: list[int]) -> None:
         """Tell the offset checker where each input partition resumes: the group's committed
@@ -309,6 +384,9 @@ class Runtime:
                     self.metrics.remove_consumer_lag(topic, p)
         self.progress.forget(gone)
         self.offsets_seen.forget(gone)
+        self.baseline.forget(gone)
+        for p in gone:
+            self.last_event.pop(p, None)
         if gone:
             log.info("partitions %s moved to another worker", sorted(gone))
 
@@ -333,6 +411,7 @@ class Runtime:
         deadletter = self.out["deadletter"]
         for p, evs in groups.items():
             lp = self.parts[p]
+            self.last_event[p] = evs[-1]
             n, dead = self._feed(lp, p, evs, now)
             inputs += n
             self.stage = "sending dead letters"
@@ -351,6 +430,10 @@ class Runtime:
             if fl.findings:
                 self.metrics.findings_published(fl.findings)
         self.metrics.step_early_warning()
+        try:
+            await self.save_baseline(now)
+        except Exception as exc:  # the batch is durable already; the next interval tries again
+            log.warning("early-warning baseline not written: %s: %s", type(exc).__name__, exc)
         self.stage = "idle"
         self.batches += 1
         if inputs:
@@ -772,7 +855,22 @@ class _Worker(faust.Worker):
 
     async def stop(self) -> None:
         arm_stop_deadline()
+        await _save_baseline_at_stop(getattr(self.app, "settlewatch", None))
         await super().stop()
+
+
+async def _save_baseline_at_stop(rt: Runtime | None, timeout_s: float = 2.0) -> None:
+    """A clean stop writes the early-warning baseline once more (when it changed since the
+    last write) and waits up to `timeout_s` for the broker: within the stop deadline."""
+    if rt is None or not rt.parts:
+        return
+    try:
+        sent = await rt.save_baseline(_wall_ms(), final=True)
+        if sent:
+            await asyncio.wait_for(asyncio.gather(*sent), timeout_s)
+            log.info("stopping: early-warning baseline written to %d partitions", len(sent))
+    except Exception as exc:  # the stop goes on: the last periodic copy is on the changelog
+        log.warning("stopping: early-warning baseline not written (%s)", type(exc).__name__)
 
 
 def run_worker(cfg: LiveConfig, *, count_only: bool = False) -> None:

@@ -52,6 +52,9 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
               help="An input is silent after this long without a record [10s].")
 @click.option("--dedupe-lookback", callback=_duration, envvar="SETTLEWATCH_DEDUPE_LOOKBACK",
               help="How far back the output is read on restore to drop repeats [15m].")
+@click.option("--baseline-interval", callback=_duration, envvar="SETTLEWATCH_BASELINE_INTERVAL",
+              help="How often, at most, the early warning's learned baseline is written to the "
+              "changelog when it changed (and at a clean stop) [5m].")
 @click.option("--batch-max", type=int, envvar="SETTLEWATCH_BATCH_MAX",
               help="Records per batch at most [50000].")
 @click.option("--batch-within", callback=_duration, envvar="SETTLEWATCH_BATCH_WITHIN",
@@ -80,7 +83,7 @@ def worker_command(count_only: bool, **options: Any) -> None:
 
 
 _DURATIONS = ("tick_interval", "tick_allowance", "tick_margin", "tick_idle", "dedupe_lookback",
-              "batch_within", "session_timeout")
+              "baseline_interval", "batch_within", "session_timeout")
 
 
 def config_from_options(options: dict[str, Any]) -> LiveConfig:

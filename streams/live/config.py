@@ -28,6 +28,9 @@ class LiveConfig:
     tick_margin_ms: int = 120_000
     tick_idle_ms: int = 10_000  # an input counts as silent after this long without a record
     dedupe_lookback_ms: int = 15 * 60_000
+    # The early warning's learned baseline goes to the changelog at most this often, when it
+    # changed, and at a clean stop (streams.live.ewstate).
+    baseline_interval_ms: int = 5 * 60_000
     # State is written once per batch for each merchant the batch touched: bigger batches
     # write less (measured: 2.3k events/s at 5,000 / 200 ms, 5.2k at 50,000 / 1 s, 2,000
     # merchants), at the cost of up to one batch window of finding latency.

@@ -55,6 +55,14 @@ The series (type, labels):
   settlewatch_early_warning_due_amount_minor    gauge    acquirer,channel,currency  their amount
   settlewatch_early_warning_deadline_timestamp_seconds  gauge  acquirer,channel   that deadline
   settlewatch_early_warning_learned_deadlines        gauge    acquirer,channel   settle days the baseline has learned
+  -- the baseline kept in the changelog across restarts (streams/live/ewstate.py; these too only
+  with the early warning enabled):
+  settlewatch_early_warning_baseline_restores_total  counter  result   copies read at a partition build:
+        restored | corrupt | incompatible (the last two ignored: relearned)
+  settlewatch_early_warning_baseline_writes_total    counter  -        copies written (one per owned partition)
+  settlewatch_early_warning_baseline_write_failures_total  counter  -  copies the broker did not take
+  settlewatch_early_warning_baseline_bytes           gauge    -        size of the latest copy written
+  settlewatch_early_warning_baseline_written_timestamp_seconds  gauge  -  wall clock of the latest write
   -- read from the reconcilers' marker counters at scrape time (SettlementFilesCollector):
   settlewatch_settlement_files_overdue          gauge    acquirer,settle_date   merchants whose settlement
         file (contract v1.1 marker) was expected by now and has not come; only acquirers with a
@@ -288,10 +296,38 @@ class Metrics:
         """Learn each acquirer's baseline from the reconcilers' hooks (the observer forwards
         them) and export the early warning at scrape time."""
         if self.early_warning is None:
+            self._baseline_metrics()
             self.early_warning = EarlyWarningCollector(EarlyWarning(policy),
                                                        source=self.open_items.source)
             self.registry.register(self.early_warning)
         return self.early_warning
+
+    def _baseline_metrics(self) -> None:
+        """The early warning's baseline in the changelog (streams.live.ewstate): only with the
+        early warning enabled."""
+        self.baseline_restores = Counter(
+            "settlewatch_early_warning_baseline_restores_total",
+            "Copies of the early-warning baseline read from the changelog when partitions are "
+            "built: restored, or ignored as corrupt or incompatible (then relearned).",
+            ["result"], registry=self.registry)
+        for result in ("restored", "corrupt", "incompatible"):
+            self.baseline_restores.labels(result)
+        self.baseline_writes = Counter(
+            "settlewatch_early_warning_baseline_writes_total",
+            "Copies of the early-warning baseline written to the changelog (one per owned "
+            "partition, when the learned history changed).", registry=self.registry)
+        self.baseline_write_failures = Counter(
+            "settlewatch_early_warning_baseline_write_failures_total",
+            "Copies of the early-warning baseline the broker did not acknowledge (written "
+            "again at the next chance).", registry=self.registry)
+        self.baseline_bytes = Gauge(
+            "settlewatch_early_warning_baseline_bytes",
+            "Size of the latest early-warning baseline copy written (compressed).",
+            registry=self.registry)
+        self.baseline_written = Gauge(
+            "settlewatch_early_warning_baseline_written_timestamp_seconds",
+            "Wall-clock time the early-warning baseline was last written to the changelog.",
+            registry=self.registry)
 
     def step_early_warning(self) -> None:
         """After each batch the worker fed (events or a tick): move the early warning to the
@@ -551,7 +587,8 @@ class EarlyWarningCollector:
             bands = ew.bands()
             active = {(w.acquirer, w.channel): w for w in reversed(ew.active())}
             known = ew.known()
-            self._seen |= {(b.acquirer, b.channel) for b in bands} | set(known)
+            # a restored baseline shows its learned days before any sale comes
+            self._seen |= {(b.acquirer, b.channel) for b in bands} | set(known) | set(ew.learned())
             nxt: dict[tuple[str, str], int] = {}
             for b in bands:  # the earliest deadline still ahead, per acquirer and channel
                 k = (b.acquirer, b.channel)

@@ -2,11 +2,13 @@
 warning when today's credits run behind it while the deadline is still ahead."""
 from __future__ import annotations
 
+import copy
 import random
 
+import orjson
 import pytest
 
-from streams.core.earlywarning import EarlyWarning, duration_words, money_words
+from streams.core.earlywarning import EarlyWarning, SnapshotError, duration_words, money_words
 from streams.core.events import Credit, FindingKind, Status
 from streams.core.policy import PolicyError
 from streams.core.reconcile import Reconciler
@@ -173,7 +175,7 @@ def test_a_restored_baseline_warns_at_once():
     learned = EarlyWarning(p)
     run(p, traffic(p, "2026-11-02", 25), learned, until=ms("2026-11-27 00:00"))
     snap = learned.snapshot()
-    assert snap and all(len(days) >= 5 for days in snap.values())
+    assert snap["curves"] and all(len(days) >= 5 for days in snap["curves"].values())
     ew = EarlyWarning(p)
     ew.restore(snap)
     events = traffic(p, "2026-11-02", 30, slow_from="2026-11-30", slow_by_ms=5 * HOUR)
@@ -267,8 +269,8 @@ def test_a_backlog_read_in_one_go_learns_the_curve_of_a_feed_read_as_it_happens(
         rec.on_events([e for e in events if cut - DAY <= e.event_time_ms < cut])
         rec.advance_to(cut)
         daily.advance_to(rec.clock_ms)
-    learned = {t: s for t, _, s in hourly.snapshot()[f"{ACQ}\x1fcredit"]}
-    again = {t: s for t, _, s in daily.snapshot()[f"{ACQ}\x1fcredit"]}
+    learned = {t: s for t, _, s in hourly.snapshot()["curves"][f"{ACQ}\x1fcredit"]}
+    again = {t: s for t, _, s in daily.snapshot()["curves"][f"{ACQ}\x1fcredit"]}
     common = set(learned) & set(again)  # the first days differ by when each module started
     assert len(common) >= 10
     for t in sorted(common):
@@ -377,3 +379,121 @@ def test_the_band_of_a_per_sale_deadline_is_read_from_its_own_sales_windows():
     assert band.low_share <= band.expected_share
     assert band.paid_share < band.low_share  # today below even the slow day
     assert band.later_ms >= 90 * MIN
+
+
+# -- the snapshot a worker persists --------------------------------------------------------------
+
+def _mixed_traffic(p, first_day: str, days: int, **slow) -> list:
+    """The batch acquirer and the per-sale one together, the slowdown (if any) on both."""
+    both = traffic(p, first_day, days, **slow) + per_sale_traffic(p, first_day, days, **slow)
+    return sorted(both, key=lambda e: e.event_time_ms)
+
+
+def _continue(p, ew: EarlyWarning, events, until: int) -> tuple[list, list]:
+    """Feed `events` through a fresh reconciler into `ew`, hourly; (warnings raised, the bands
+    read after every hour)."""
+    rec = Reconciler(p, Hooks(ew))
+    raised, bands = [], []
+
+    def hour():
+        raised.extend(ew.advance_to(rec.clock_ms))
+        bands.append(ew.bands())
+    feed_hourly(p, events, rec, until, hour)
+    return raised, bands
+
+
+def test_a_baseline_restored_from_its_snapshot_gives_the_same_warnings_and_bands():
+    p = _per_sale_policy()
+    learned = EarlyWarning(p)
+    run(p, _mixed_traffic(p, "2026-11-02", 20), learned, until=ms("2026-11-24 00:00"))
+    assert learned.history_days(ACQ, "credit") >= 5 and learned.fraction_baseline(STD, "credit")
+    # what a worker writes and reads back: JSON bytes
+    snap = orjson.loads(orjson.dumps(learned.snapshot()))
+    restored = EarlyWarning(p)
+    assert restored.restore(snap) == sum(len(d) for d in snap["curves"].values())
+    restored.advance_to(learned.clock_ms)
+    assert restored.snapshot() == learned.snapshot()
+    # the next week, with both acquirers slowing down from Monday: the same warnings, the same
+    # band every hour (per-sale days included: the sale-by-sale rule judges acq-std). Sales
+    # from Thursday on, so that both modules see each next deadline's whole lookback (the
+    # restored one starts at its restore, as a restarted worker does)
+    events = _mixed_traffic(p, "2026-11-26", 8, slow_from="2026-11-30", slow_by_ms=4 * HOUR)
+    until = ms("2026-12-04 00:00")
+    raised, bands = _continue(p, learned, events, until)
+    raised_again, bands_again = _continue(p, restored, events, until)
+    assert {w.acquirer for w in raised} == {ACQ, STD}
+    assert raised_again == raised
+    assert bands_again == bands
+
+
+def test_a_fresh_module_without_the_snapshot_warns_differently():
+    # the test above would pass trivially if warnings needed no learned days: they do
+    p = _per_sale_policy()
+    events = _mixed_traffic(p, "2026-11-26", 8, slow_from="2026-11-30", slow_by_ms=4 * HOUR)
+    raised, _ = _continue(p, EarlyWarning(p), events, ms("2026-12-04 00:00"))
+    assert STD not in {w.acquirer for w in raised}
+
+
+def _learned(p) -> EarlyWarning:
+    ew = EarlyWarning(p)
+    run(p, traffic(p, "2026-11-02", 12), ew, until=ms("2026-11-16 00:00"))
+    return ew
+
+
+@pytest.mark.parametrize("damage, kind, words", [
+    (lambda s: [s], "corrupt", "no format field"),
+    (lambda s: {**s, "format": 99}, "incompatible", "format 99"),
+    (lambda s: {**s, "step_ms": 30 * MIN}, "incompatible", "step_ms 1800000"),
+    (lambda s: {**s, "lookback_ms": DAY}, "incompatible", "lookback"),
+    (lambda s: {**s, "curves": []}, "corrupt", "tables"),
+    (lambda s: {**s, "curves": {"no-separator": []}}, "corrupt", "acquirer"),
+    (lambda s: {**s, "curves": {k: [[r[0], r[1], r[2][:-1]] for r in v]
+                                for k, v in s["curves"].items()}}, "corrupt", "expected 192"),
+    (lambda s: {**s, "curves": {k: [[r[0], "7d", r[2]] for r in v]
+                                for k, v in s["curves"].items()}}, "corrupt", "kind '7d'"),
+    (lambda s: {**s, "curves": {k: [[r[0], r[1], ["x"] * len(r[2])] for r in v]
+                                for k, v in s["curves"].items()}}, "corrupt", "share 'x'"),
+    (lambda s: {**s, "curves": {k: [[str(r[0]), r[1], r[2]] for r in v]
+                                for k, v in s["curves"].items()}}, "corrupt", "integer ms"),
+])
+def test_a_damaged_or_incompatible_snapshot_is_refused_whole_with_its_reason(damage, kind, words):
+    p = _policy()
+    snap = orjson.loads(orjson.dumps(_learned(p).snapshot()))
+    ew = EarlyWarning(p)
+    with pytest.raises(SnapshotError) as caught:
+        ew.restore(damage(copy.deepcopy(snap)))
+    assert caught.value.kind == kind
+    assert words in str(caught.value), str(caught.value)
+    assert ew.learned() == [] and ew.revision == 0  # nothing taken, relearns
+
+
+def test_restoring_merges_a_deadline_learned_already_keeps_its_own_days():
+    p = _policy()
+    source = _learned(p)
+    snap = source.snapshot()
+    days = snap["curves"][f"{ACQ}\x1fcredit"]
+    ew = EarlyWarning(p)
+    mine = copy.deepcopy(days[-1])
+    mine[2] = [0.0 if x is not None else None for x in mine[2]]
+    assert ew.restore({**snap, "curves": {f"{ACQ}\x1fcredit": [mine]}}) == 1
+    assert ew.restore(snap) == len(days) - 1  # the other copy's day for that deadline is not taken
+    kept = ew.snapshot()["curves"][f"{ACQ}\x1fcredit"]
+    assert [d[0] for d in kept] == sorted(d[0] for d in days)  # in deadline order
+    assert kept[-1] == mine
+
+
+def test_a_snapshot_can_be_bounded_to_the_newest_days():
+    p = _policy()
+    ew = _learned(p)
+    full = ew.snapshot()["curves"][f"{ACQ}\x1fcredit"]
+    assert len(full) > 3
+    assert ew.snapshot(max_days=3)["curves"][f"{ACQ}\x1fcredit"] == full[-3:]
+
+
+def test_the_revision_moves_when_a_day_is_learned_and_not_otherwise():
+    p = _policy()
+    ew = _learned(p)
+    r = ew.revision
+    assert r > 0
+    ew.advance_to(ew.clock_ms + MIN)  # no deadline reached
+    assert ew.revision == r

@@ -11,10 +11,14 @@ deployment.yaml; tests/deploy/test_k8s.py checks that they agree). The formula:
     request   = base + state          limit = limit_factor * request
 
 Inputs and where they come from (update them when the measurements change):
-- bytes_per_sale = 994: `settlewatch bench core`, "memory per open sale" (README, measured
-  figures; the core is being made more compact, which lowers it).
+- bytes_per_sale = 994: `settlewatch bench core`'s memory per open sale before issue 13's
+  compaction. The core now measures 641 bytes per sale held, open or settled, with its credit
+  record (`bytes_per_held_sale_live`, 554k events over 5 days; an open sale alone is 391,
+  `bytes_per_open_sale`). 994 stays until the worker's own peak at a backlog is re-measured
+  (README: 7.1 GB at a 1M-record backlog, not explained), because a pod's memory is not the
+  core's alone; lowering it first would risk OOM kills.
 - keep_settled_days = 7: settlewatch.toml [time] keep_settled; settled items are kept that long
-  to catch duplicates, and are assumed to cost what an open one does.
+  to catch duplicates (the figure above is for the held mix, open and settled).
 - open_days = 2: a T+1 sale is open about a day and a half; a week-long holiday makes it up to
   9 (size for your calendar's longest, or rely on limit_factor).
 - table_factor = 2: an assumption, not measured: with the memory:// store faust's table also

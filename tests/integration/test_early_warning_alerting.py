@@ -173,6 +173,25 @@ def _read_total(worker) -> float:
                if name == "settlewatch_events_read_total")
 
 
+def produce_in_quarter_days(producer, topic: dict, worker, events: list) -> None:
+    """The events a quarter day of event time at a time, each chunk read by the worker before
+    the next is sent (`topic`: "auth"/"credit" to the topic name)."""
+    sent = _read_total(worker)
+    i = 0
+    while i < len(events):
+        edge = events[i][0] // (6 * HOUR_MS) * (6 * HOUR_MS) + 6 * HOUR_MS
+        j = i
+        while j < len(events) and events[j][0] < edge:
+            _, kind, record = events[j]
+            producer.send(topic[kind], key=record["merchant_id"].encode(),
+                          value=orjson.dumps(record))
+            j += 1
+        producer.flush()
+        sent += j - i
+        wait_until(lambda: _read_total(worker) >= sent, 30, "the worker to read a chunk", 0.05)
+        i = j
+
+
 @pytest.fixture(scope="module")
 def history(kafka_bootstrap, topics, worker, stack, scenario) -> list:
     """Produce the ten trade dates a quarter day of event time at a time, each read by the
@@ -183,21 +202,7 @@ def history(kafka_bootstrap, topics, worker, stack, scenario) -> list:
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     topic = {"auth": topics.authorisations, "credit": topics.settlements}
     try:
-        sent = _read_total(worker)
-        i = 0
-        while i < len(events):
-            edge = events[i][0] // (6 * HOUR_MS) * (6 * HOUR_MS) + 6 * HOUR_MS
-            j = i
-            while j < len(events) and events[j][0] < edge:
-                _, kind, record = events[j]
-                producer.send(topic[kind], key=record["merchant_id"].encode(),
-                              value=orjson.dumps(record))
-                j += 1
-            producer.flush()
-            sent += j - i
-            wait_until(lambda: _read_total(worker) >= sent, 30, "the worker to read a chunk",
-                       0.05)
-            i = j
+        produce_in_quarter_days(producer, topic, worker, events)
         now = rfc3339(scenario.now_ms)
         # a heartbeat on every partition: each partition's reconciler has its own clock, and
         # the early warning follows the slowest

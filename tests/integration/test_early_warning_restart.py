@@ -28,12 +28,13 @@ from streams.ops.smtpsink import free_port
 try:  # tests/integration is not a package: pytest puts it on sys.path
     from monitoring_helpers import wait_until
     from test_e2e_alerting import PARTITIONS, Worker, create_topics
-    from test_early_warning_alerting import FINE, SLOW, Scenario, _read_total, rfc3339
+    from test_early_warning_alerting import (FINE, SLOW, Scenario,
+                                             produce_in_quarter_days, rfc3339)
 except ModuleNotFoundError:  # it became one
     from tests.integration.monitoring_helpers import wait_until
     from tests.integration.test_e2e_alerting import PARTITIONS, Worker, create_topics
-    from tests.integration.test_early_warning_alerting import (FINE, SLOW, Scenario,
-                                                               _read_total, rfc3339)
+    from tests.integration.test_early_warning_alerting import (
+        FINE, SLOW, Scenario, produce_in_quarter_days, rfc3339)
 
 pytestmark = pytest.mark.integration
 
@@ -72,20 +73,7 @@ def _produce_history(producer, topics, worker: Worker, events, now_ms: int) -> N
     then a heartbeat sale and credit on every partition at now (each partition's clock follows
     its slower input, and the early warning the slowest partition)."""
     topic = {"auth": topics.authorisations, "credit": topics.settlements}
-    sent = _read_total(worker)
-    i = 0
-    while i < len(events):
-        edge = events[i][0] // (6 * HOUR_MS) * (6 * HOUR_MS) + 6 * HOUR_MS
-        j = i
-        while j < len(events) and events[j][0] < edge:
-            _, kind, record = events[j]
-            producer.send(topic[kind], key=record["merchant_id"].encode(),
-                          value=orjson.dumps(record))
-            j += 1
-        producer.flush()
-        sent += j - i
-        wait_until(lambda: _read_total(worker) >= sent, 30, "the worker to read a chunk", 0.05)
-        i = j
+    produce_in_quarter_days(producer, topic, worker, events)
     now = rfc3339(now_ms)
     for p in range(PARTITIONS):
         mid = f"M-beat-{p}"

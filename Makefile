@@ -25,9 +25,14 @@ demo: setup
 	$(BIN)/settlewatch demo
 
 ## test: every test, the integration suite against the real Kafka/Prometheus/Alertmanager too
-## (tests/test_monitoring.py also runs promtool, amtool and the dashboard check).
+## (tests/test_monitoring.py also runs promtool, amtool and the dashboard check). TEST_WORKERS
+## pytest-xdist processes, each with its own broker and ports, each test file whole on one of
+## them (most of the integration suite waits on the services' clocks: alert `for:`, group_wait,
+## so two processes overlap the waits on two cores), in the order of tests/conftest.py (the
+## integration files first, not xdist's most-tests-first); TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## test-faults: every fault test against the real services, the long ones too (marker
 ## `faults`: a worker killed in a rebalance, the broker restarted during a restore, lost

@@ -6,8 +6,14 @@ it is stopped and deleted (``down --purge``) at the end of the session. When it 
 the fixture fails with the script's output: integration tests never skip.
 
 Ports: SW_TEST_KAFKA_PORT and SW_TEST_KAFKA_CONTROLLER_PORT (default the broker port + 1) when
-set; otherwise 19092/19093, or two free ports when those are taken. Tests share the broker, so each test that writes makes its own topics
-with ``new_topics`` (names carry a unique prefix).
+set; otherwise 19092/19093, or two free ports when those are taken (also when the broker finds
+one taken as it binds: another session got there between the check and the start). Tests share
+the broker, so each test that writes makes its own topics with ``new_topics`` (names carry a
+unique prefix).
+
+Under pytest-xdist (``make test`` runs ``pytest -n 2 --dist loadfile``) each worker process is a
+session of its own: its own broker, run dir and ports (worker N adds 2 * N to the ports above),
+and every module runs whole on one worker, so module fixtures are made once.
 """
 
 from __future__ import annotations
@@ -54,14 +60,13 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _pick_ports() -> tuple[int, int]:
-    """SW_TEST_KAFKA_PORT (and _CONTROLLER_PORT) when set, used as given; otherwise 19092/19093,
-    or, when those are taken (another session, a dev stack), two ports the kernel hands out."""
-    if "SW_TEST_KAFKA_PORT" in os.environ:
-        port = int(os.environ["SW_TEST_KAFKA_PORT"])
-        return port, int(os.environ.get("SW_TEST_KAFKA_CONTROLLER_PORT", str(port + 1)))
-    if _port_is_free(19092) and _port_is_free(19093):
-        return 19092, 19093
+def _xdist_index() -> int:
+    """0 in a plain session; N in pytest-xdist's worker gwN."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker[2:].isdigit() else 0
+
+
+def _kernel_ports() -> tuple[int, int]:
     ports = []
     with socket.socket() as a, socket.socket() as b:
         for s in (a, b):
@@ -70,9 +75,24 @@ def _pick_ports() -> tuple[int, int]:
     return ports[0], ports[1]
 
 
+def _pick_ports() -> tuple[int, int]:
+    """SW_TEST_KAFKA_PORT (and _CONTROLLER_PORT) when set, used as given (plus 2 * N on xdist
+    worker N); otherwise 19092/19093 (plus 2 * N), or, when those are taken (another session,
+    a dev stack), two ports the kernel hands out."""
+    shift = 2 * _xdist_index()
+    if "SW_TEST_KAFKA_PORT" in os.environ:
+        port = int(os.environ["SW_TEST_KAFKA_PORT"])
+        controller = int(os.environ.get("SW_TEST_KAFKA_CONTROLLER_PORT", str(port + 1)))
+        return port + shift, controller + shift
+    if _port_is_free(19092 + shift) and _port_is_free(19093 + shift):
+        return 19092 + shift, 19093 + shift
+    return _kernel_ports()
+
+
 @pytest.fixture(scope="session")
 def stack_env(tmp_path_factory) -> dict[str, str]:
-    """The environment under which this session's stack runs (for tests that call the script)."""
+    """The environment under which this session's stack runs (for tests that call the script).
+    kafka_bootstrap updates the ports in place if it had to move the broker to free ones."""
     port, controller_port = _pick_ports()
     env = {k: v for k, v in os.environ.items() if k not in _STACK_KNOBS}
     env.update(SW_RUN_DIR=str(tmp_path_factory.mktemp("stack")),
@@ -80,10 +100,25 @@ def stack_env(tmp_path_factory) -> dict[str, str]:
     return env
 
 
+def _port_was_taken(up: subprocess.CompletedProcess) -> bool:
+    """The stack script or the broker found a port in use (a race with another process)."""
+    return "already in use" in up.stdout + up.stderr
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(stack_env) -> str:
     """'127.0.0.1:<port>' of a running broker with the settlewatch topics created."""
     up = run_stack(stack_env, "up", "kafka")
+    # Free when checked is not free when bound: on a shared machine another session may take a
+    # port in between. Then start over on two ports the kernel hands out (not when the ports were
+    # given by SW_TEST_KAFKA_PORT: those are used as given).
+    for _ in range(3):
+        if up.returncode == 0 or "SW_TEST_KAFKA_PORT" in os.environ or not _port_was_taken(up):
+            break
+        run_stack(stack_env, "down", "--purge", "kafka", timeout=120)
+        port, controller_port = _kernel_ports()
+        stack_env.update(SW_KAFKA_PORT=str(port), SW_KAFKA_CONTROLLER_PORT=str(controller_port))
+        up = run_stack(stack_env, "up", "kafka")
     if up.returncode != 0:
         down = run_stack(stack_env, "down", "--purge", "kafka", timeout=120)
         pytest.fail(
@@ -153,13 +188,11 @@ def smtp_sink(tmp_path_factory):
 # ------------------------------------------------------------------ the faults table (issue 15)
 # Fault tests (tests/integration/test_faults*.py) carry @pytest.mark.fault("what was done",
 # "what must hold"); each one's outcome becomes a row of the table printed at the end of the run
-# (and copied into README.md). Tests may add a detail line with the `fault_note` fixture. The
+# (and copied into README.md; the table is kept and printed by tests/conftest.py, which the
+# xdist controller loads too). Tests may add a detail line with the `fault_note` fixture. The
 # long ones are also marked `faults`: they run with `make test-faults` (pytest -m faults) or
 # SW_TEST_FAULTS=1, and are deselected otherwise, so that `make test` keeps one SIGKILL and one
 # broker restart.
-_FAULT_ROWS: list[dict] = []
-
-
 def pytest_configure(config):
     config.addinivalue_line("markers", "fault(done, expected): a row of the faults table")
     config.addinivalue_line("markers", "faults: a long fault test (make test-faults)")
@@ -192,35 +225,9 @@ def pytest_runtest_makereport(item, call):
     mark = item.get_closest_marker("fault")
     if mark is None:
         return
-    report = outcome.get_result()
-    rows = [r for r in _FAULT_ROWS if r["id"] == item.nodeid]
-    row = rows[0] if rows else None
-    if row is None:
-        row = {"id": item.nodeid, "done": mark.args[0],
-               "expected": mark.args[1] if len(mark.args) > 1 else "", "result": "passed",
-               "seconds": 0.0, "long": item.get_closest_marker("faults") is not None}
-        _FAULT_ROWS.append(row)
-    row["seconds"] += report.duration
-    if report.failed:
-        row["result"] = "FAILED" if report.when == "call" else f"ERROR ({report.when})"
-    elif report.skipped and row["result"] == "passed":
-        row["result"] = "skipped"
-    row["notes"] = "; ".join(item.__dict__.get("_fault_notes", []))
-
-
-def fault_table(rows: list[dict]) -> list[str]:
-    lines = ["| fault injected | must hold | result | time | observed |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        where = " (make test-faults)" if r["long"] else ""
-        lines.append(f"| {r['done']}{where} | {r['expected']} | {r['result']} | "
-                     f"{r['seconds']:.0f} s | {r.get('notes', '')} |")
-    return lines
-
-
-def pytest_terminal_summary(terminalreporter):
-    if not _FAULT_ROWS:
-        return
-    terminalreporter.section("faults tried (issue 15)")
-    for line in fault_table(_FAULT_ROWS):
-        terminalreporter.write_line(line)
+    # Carried on the report: under pytest-xdist the controller prints the table, and it sees
+    # the workers' reports, never their items.
+    outcome.get_result().user_properties.append(("fault", {
+        "done": mark.args[0], "expected": mark.args[1] if len(mark.args) > 1 else "",
+        "long": item.get_closest_marker("faults") is not None,
+        "notes": "; ".join(item.__dict__.get("_fault_notes", []))}))

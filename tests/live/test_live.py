@@ -548,3 +548,63 @@ def test_a_marker_read_live_makes_the_unpaid_sale_missing_at_once_and_survives_a
     tick(again, T0 + 7 * MIN)
     assert again.flush(WALL + 1).publish == []
     assert again.reconciler.stats.redeliveries == 1
+
+
+# -- orjson's over-allocated bytes (streams.live.partition.dumps_kept) -------------------------
+
+POLICY_FOR_SIZES = policy()
+
+
+def _traced_bytes(make, n: int = 2_000) -> float:
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        kept = [make(i) for i in range(n)]
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == n
+    return sum(s.size_diff for s in after.compare_to(before, "filename")) / n
+
+
+def _item_value(i: int) -> dict:
+    return {"key": f"A{i:010d}", "state": "open", "close_ms": 1_791_244_800_000 + i,
+            "sales": [[f"A{i:010d}", None, "debit", 10_000 + i, True]]}
+
+
+def test_orjson_still_over_allocates_the_bytes_it_returns():
+    # The reason for dumps_kept (ijl/orjson#483). When this fails, orjson returns right-sized
+    # bytes again and dumps_kept's copy can go.
+    import orjson
+    length = len(orjson.dumps(_item_value(1)))
+    assert length < 200
+    assert _traced_bytes(lambda i: orjson.dumps(_item_value(i))) > 1_000
+
+
+def test_the_state_values_the_worker_keeps_are_right_sized():
+    from streams.live.partition import dumps_kept
+    assert dumps_kept(_item_value(7)) == orjson.dumps(_item_value(7))
+    assert type(dumps_kept(_item_value(7))) is bytes
+    length = len(dumps_kept(_item_value(1)))
+    assert _traced_bytes(lambda i: dumps_kept(_item_value(i))) < length + 100
+
+
+def test_a_partition_flush_writes_right_sized_values():
+    import tracemalloc
+    lp = LivePartition(0, POLICY_FOR_SIZES)
+    for n in range(200):
+        lp.on_input(AUTH, raw(sale(f"s{n}", T0 + n * 1_000, 10_000 + n)), WALL, n)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        writes = [v for _, v in lp.flush(WALL).writes if v is not None]
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert len(writes) > 200  # the buffered sales, the journal, the clock
+    traced = sum(s.size_diff for s in after.compare_to(before, "filename")
+                 if "partition.py" in str(s.traceback))
+    held = sum(len(v) for v in writes)
+    # each value costs its length and a bytes header, not orjson's 4 KiB buffer
+    assert traced < held + 120 * len(writes), (traced, held, len(writes))

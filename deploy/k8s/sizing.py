@@ -14,9 +14,10 @@ Inputs and where they come from (update them when the measurements change):
 - bytes_per_sale = 994: `settlewatch bench core`'s memory per open sale before issue 13's
   compaction. The core now measures 641 bytes per sale held, open or settled, with its credit
   record (`bytes_per_held_sale_live`, 554k events over 5 days; an open sale alone is 391,
-  `bytes_per_open_sale`). 994 stays until the worker's own peak at a backlog is re-measured
-  (README: 7.1 GB at a 1M-record backlog, not explained), because a pod's memory is not the
-  core's alone; lowering it first would risk OOM kills.
+  `bytes_per_open_sale`). 994 stays until the worker's peak at a backlog is matched to this
+  formula (README: 1.82 GB at a 1M-record backlog, 662 MB at 300k, once its state values were
+  right-sized; 7.1 and 2.25 GB before), because a pod's memory is not the core's alone;
+  lowering it first would risk OOM kills.
 - keep_settled_days = 7: settlewatch.toml [time] keep_settled; settled items are kept that long
   to catch duplicates (the figure above is for the held mix, open and settled).
 - open_days = 2: a T+1 sale is open about a day and a half; a week-long holiday makes it up to

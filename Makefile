@@ -29,8 +29,10 @@ demo: setup
 ## pytest-xdist processes, each with its own broker and ports, each test file whole on one of
 ## them (most of the integration suite waits on the services' clocks: alert `for:`, group_wait,
 ## so two processes overlap the waits on two cores), in the order of tests/conftest.py (the
-## integration files first, not xdist's most-tests-first); TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 2
+## integration files first, not xdist's most-tests-first). The default, TEST_WORKERS=0, is one
+## process: with two, the broker-outage fault test once saw a finding published twice (a
+## worker loaded by the other process; not yet explained), so CI stays serial until it is.
+TEST_WORKERS ?= 0
 test: setup
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

@@ -445,6 +445,20 @@ def _row_extra(item: ColumnBatchItem, n: int) -> list[Any]:
     return extra
 
 
+def _extra_field(field: int, default: Any) -> Any:
+    """A :class:`SaleRow` field kept in its batch's sparse ``adjusted`` map (``default`` when
+    the sale has no entry), read and written there."""
+    def get(row: SaleRow) -> Any:
+        adjusted = row.item.adjusted
+        extra = adjusted.get(row.n) if adjusted is not None else None
+        return extra[field] if extra is not None else default
+
+    def put(row: SaleRow, value: Any) -> None:
+        _row_extra(row.item, row.n)[field] = value
+
+    return property(get, put)
+
+
 class SaleRow:
     """One sale of a :class:`ColumnBatchItem`, read and written in its columns: it behaves as
     a :class:`Sale` (the evidence-only fields read as None)."""
@@ -479,34 +493,10 @@ class SaleRow:
         declined = self.item.declined
         return declined is None or self.n not in declined
 
-    def _extra(self, field: int) -> Any:
-        adjusted = self.item.adjusted
-        extra = adjusted.get(self.n) if adjusted is not None else None
-        return extra[field] if extra is not None else (None if field == 2 else 0)
-
-    @property
-    def reversed_minor(self) -> int:
-        return self._extra(0)
-
-    @reversed_minor.setter
-    def reversed_minor(self, value: int) -> None:
-        _row_extra(self.item, self.n)[0] = value
-
-    @property
-    def refunded_minor(self) -> int:
-        return self._extra(1)
-
-    @refunded_minor.setter
-    def refunded_minor(self, value: int) -> None:
-        _row_extra(self.item, self.n)[1] = value
-
-    @property
-    def adjustments(self) -> list[tuple] | None:
-        return self._extra(2)
-
-    @adjustments.setter
-    def adjustments(self, value: list[tuple] | None) -> None:
-        _row_extra(self.item, self.n)[2] = value
+    # reversed_minor, refunded_minor, adjustments: the row's entry in the sparse map, if any
+    reversed_minor = _extra_field(0, 0)
+    refunded_minor = _extra_field(1, 0)
+    adjustments = _extra_field(2, None)
 
     def captured_minor(self) -> int:
         """What the sale is worth after reversals: nothing if declined or fully reversed."""
@@ -638,6 +628,11 @@ class Merchant:
         if self.deductions is _EMPTY:
             self.deductions = {}
         return self.deductions
+
+    def own_buffered(self) -> dict[int, PosEvent | Credit]:
+        if self.buffered is _EMPTY:
+            self.buffered = {}
+        return self.buffered
 
 
 _DEDUCTIONS = "\x1fdeductions"  # the timer key that prunes a merchant's deductions
@@ -808,7 +803,7 @@ class Reconciler:
             return
         self._seq = seq = self._seq + 1
         buffered = m.buffered
-        if buffered is _EMPTY:
+        if buffered is _EMPTY:  # Merchant.own_buffered, inline: once per event
             buffered = m.buffered = {}
         buffered[seq] = event
         changes = self._changes
@@ -1138,9 +1133,7 @@ class Reconciler:
         else:
             heapq.heappush(self._buffer, (e.event_time_ms, _RANK.get(e.type, 0), e.event_id,
                                           seq, m.merchant_id))
-        if m.buffered is _EMPTY:
-            m.buffered = {}
-        m.buffered[seq] = e
+        m.own_buffered()[seq] = e
 
     def _rearm(self, m: Merchant) -> None:
         """The timers of a restored merchant's items, credits and deductions."""
